@@ -1,0 +1,320 @@
+//! # Natter wire protocol
+//!
+//! Everything that crosses the WebSocket is defined here and nowhere else: the [`Msg`] JSON
+//! object (field for field the sandcat tutorial's), the numbering of `msg_type` and
+//! `content_type`, the error reasons the server puts in error replies, and the close codes.
+//! This crate does no I/O; `docs/protocol.md` is the prose version of this file.
+
+use serde::{Deserialize, Serialize};
+
+/// Values of [`Msg::msg_type`] (sandcat numbering).
+pub mod msg_type {
+    /// One-to-one chat message.
+    pub const SINGLE: i32 = 0;
+    /// Group chat message (`receiver_id` is the group id).
+    pub const GROUP: i32 = 1;
+    /// Read receipt.
+    pub const READ: i32 = 23;
+    /// Server reply to a message the client sent: the ack, or an error reply
+    /// (`content_type` [`super::content_type::ERROR`]).
+    pub const REC_RESP: i32 = 24;
+}
+
+/// Values of [`Msg::content_type`] that the server itself gives meaning to. Every other value is
+/// the application's and is carried through untouched.
+pub mod content_type {
+    /// Plain content, no special meaning.
+    pub const DEFAULT: i32 = 0;
+    /// Plain text.
+    pub const TEXT: i32 = 1;
+    /// Error reply: `content` holds `"<reason>: <detail>"`.
+    pub const ERROR: i32 = 2;
+}
+
+/// The message object, as JSON, in both directions.
+///
+/// Inbound, every field but `receiver_id` may be omitted (they default to empty / zero / false);
+/// unknown fields are ignored. Outbound, every field is always present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Msg {
+    #[serde(default)]
+    pub send_id: String,
+    pub receiver_id: String,
+    #[serde(default)]
+    pub local_id: String,
+    #[serde(default)]
+    pub server_id: String,
+    #[serde(default)]
+    pub create_time: i64,
+    #[serde(default)]
+    pub send_time: i64,
+    #[serde(default)]
+    pub seq: i64,
+    #[serde(default)]
+    pub msg_type: i32,
+    #[serde(default)]
+    pub content_type: i32,
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub is_read: bool,
+}
+
+impl Msg {
+    /// Serialises the message once; the result is shared by every device it goes to.
+    pub fn encode(&self) -> String {
+        // Serialising a struct of strings, integers and a bool cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The error reply to a client frame: `msg_type` 24, `content_type` 2, the reason in
+    /// `content`, and the client's `local_id` so it can tell which message failed.
+    pub fn error_reply(local_id: &str, reason: ErrorReason, detail: &str) -> Msg {
+        let content = if detail.is_empty() {
+            reason.as_str().to_owned()
+        } else {
+            format!("{}: {detail}", reason.as_str())
+        };
+        Msg {
+            local_id: local_id.to_owned(),
+            msg_type: msg_type::REC_RESP,
+            content_type: content_type::ERROR,
+            content,
+            ..Msg::default()
+        }
+    }
+}
+
+/// Why a client frame was refused. The string form is the first word of an error reply's
+/// `content` and the `reason` label of the `natter_frames_rejected_total` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorReason {
+    /// The text frame is not JSON.
+    InvalidJson,
+    /// JSON, but a field has the wrong type or a required field is missing.
+    InvalidMsg,
+    /// `receiver_id` is empty.
+    MissingReceiver,
+    /// Binary frames are not part of the protocol.
+    BinaryNotSupported,
+    /// The `msg_type` is not one a client may send.
+    UnsupportedMsgType,
+    /// `send_id` names somebody other than the authenticated user.
+    SenderMismatch,
+}
+
+impl ErrorReason {
+    pub const ALL: [ErrorReason; 6] = [
+        ErrorReason::InvalidJson,
+        ErrorReason::InvalidMsg,
+        ErrorReason::MissingReceiver,
+        ErrorReason::BinaryNotSupported,
+        ErrorReason::UnsupportedMsgType,
+        ErrorReason::SenderMismatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::InvalidJson => "invalid_json",
+            ErrorReason::InvalidMsg => "invalid_msg",
+            ErrorReason::MissingReceiver => "missing_receiver",
+            ErrorReason::BinaryNotSupported => "binary_not_supported",
+            ErrorReason::UnsupportedMsgType => "unsupported_msg_type",
+            ErrorReason::SenderMismatch => "sender_mismatch",
+        }
+    }
+}
+
+/// A client frame that could not be turned into a [`Msg`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct DecodeError {
+    pub reason: ErrorReason,
+    pub detail: String,
+    /// The frame's `local_id`, when it could be recovered, so the error reply can carry it.
+    pub local_id: String,
+}
+
+/// Decodes a client's text frame. Never panics, whatever the input.
+pub fn decode_client_msg(text: &str) -> Result<Msg, DecodeError> {
+    match serde_json::from_str::<Msg>(text) {
+        Ok(msg) if msg.receiver_id.is_empty() => Err(DecodeError {
+            reason: ErrorReason::MissingReceiver,
+            detail: "receiver_id is empty".into(),
+            local_id: msg.local_id,
+        }),
+        Ok(msg) => Ok(msg),
+        Err(e) => {
+            let reason = if e.is_syntax() || e.is_eof() {
+                ErrorReason::InvalidJson
+            } else if e.to_string().starts_with("missing field `receiver_id`") {
+                ErrorReason::MissingReceiver
+            } else {
+                ErrorReason::InvalidMsg
+            };
+            Err(DecodeError {
+                reason,
+                detail: e.to_string(),
+                local_id: recover_local_id(text),
+            })
+        }
+    }
+}
+
+/// Best effort: the `local_id` of a frame that is JSON but not a valid [`Msg`].
+fn recover_local_id(text: &str) -> String {
+    #[derive(Deserialize)]
+    struct LocalIdOnly {
+        #[serde(default)]
+        local_id: serde_json::Value,
+    }
+    match serde_json::from_str::<LocalIdOnly>(text) {
+        Ok(LocalIdOnly {
+            local_id: serde_json::Value::String(s),
+        }) => s,
+        _ => String::new(),
+    }
+}
+
+/// WebSocket close codes the server uses. The table in `docs/protocol.md` mirrors this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// 1000: normal closure (the client asked to close).
+    Normal,
+    /// 1001: the server is shutting down.
+    GoingAway,
+    /// 1009: a frame or message was larger than `limits.max_message_size`.
+    TooBig,
+    /// 1011: the server hit an internal error.
+    Internal,
+    /// 4001: the same user logged in again on the same platform; this connection is replaced.
+    Replaced,
+    /// 4002: the token is missing, invalid or expired.
+    BadToken,
+    /// 4003: the client did not read its messages fast enough (outbound queue full).
+    SlowConsumer,
+    /// 4004: nothing received from the client within `heartbeat.timeout`.
+    HeartbeatTimeout,
+    /// 4005: the client kept sending faster than its rate limit allows.
+    RateLimited,
+}
+
+impl CloseCode {
+    pub const ALL: [CloseCode; 9] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::TooBig,
+        CloseCode::Internal,
+        CloseCode::Replaced,
+        CloseCode::BadToken,
+        CloseCode::SlowConsumer,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::RateLimited,
+    ];
+
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::GoingAway => 1001,
+            CloseCode::TooBig => 1009,
+            CloseCode::Internal => 1011,
+            CloseCode::Replaced => 4001,
+            CloseCode::BadToken => 4002,
+            CloseCode::SlowConsumer => 4003,
+            CloseCode::HeartbeatTimeout => 4004,
+            CloseCode::RateLimited => 4005,
+        }
+    }
+
+    /// The close frame's reason text (also the metric label).
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::GoingAway => "server_shutdown",
+            CloseCode::TooBig => "message_too_big",
+            CloseCode::Internal => "internal_error",
+            CloseCode::Replaced => "logged_in_elsewhere",
+            CloseCode::BadToken => "bad_token",
+            CloseCode::SlowConsumer => "slow_consumer",
+            CloseCode::HeartbeatTimeout => "heartbeat_timeout",
+            CloseCode::RateLimited => "rate_limited",
+        }
+    }
+
+    pub fn from_code(code: u16) -> Option<CloseCode> {
+        CloseCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TUTORIAL_EXAMPLE: &str = r#"{
+    "send_id": "123",
+    "receiver_id": "124",
+    "local_id": "",
+    "server_id": "",
+    "create_time": 0,
+    "send_time": 0,
+    "seq": 0,
+    "msg_type": 0,
+    "content_type": 0,
+    "content": "hello world",
+    "is_read": false
+}"#;
+
+    #[test]
+    fn tutorial_example_decodes_and_round_trips() {
+        let msg = decode_client_msg(TUTORIAL_EXAMPLE).unwrap();
+        assert_eq!(msg.send_id, "123");
+        assert_eq!(msg.receiver_id, "124");
+        assert_eq!(msg.content, "hello world");
+        let back: Msg = serde_json::from_str(&msg.encode()).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn only_receiver_is_required() {
+        let msg = decode_client_msg(r#"{"receiver_id":"9","content":"x"}"#).unwrap();
+        assert_eq!(msg.receiver_id, "9");
+        assert_eq!(msg.msg_type, msg_type::SINGLE);
+    }
+
+    #[test]
+    fn bad_frames_are_classified_and_keep_local_id() {
+        let e = decode_client_msg("not json").unwrap_err();
+        assert_eq!(e.reason, ErrorReason::InvalidJson);
+
+        let e = decode_client_msg(r#"{"local_id":"L1","content":"x"}"#).unwrap_err();
+        assert_eq!(e.reason, ErrorReason::MissingReceiver);
+        assert_eq!(e.local_id, "L1");
+
+        let e = decode_client_msg(r#"{"local_id":"L2","receiver_id":"1","seq":"x"}"#).unwrap_err();
+        assert_eq!(e.reason, ErrorReason::InvalidMsg);
+        assert_eq!(e.local_id, "L2");
+
+        let e = decode_client_msg(r#"{"local_id":"L3","receiver_id":""}"#).unwrap_err();
+        assert_eq!(e.reason, ErrorReason::MissingReceiver);
+        assert_eq!(e.local_id, "L3");
+
+        let e = decode_client_msg("[1,2]").unwrap_err();
+        assert_eq!(e.reason, ErrorReason::InvalidMsg);
+    }
+
+    #[test]
+    fn close_codes_are_unique_and_round_trip() {
+        for c in CloseCode::ALL {
+            assert_eq!(CloseCode::from_code(c.code()), Some(c));
+        }
+    }
+
+    #[test]
+    fn error_reply_shape() {
+        let m = Msg::error_reply("L", ErrorReason::InvalidJson, "eof");
+        assert_eq!(m.msg_type, msg_type::REC_RESP);
+        assert_eq!(m.content_type, content_type::ERROR);
+        assert_eq!(m.content, "invalid_json: eof");
+        assert_eq!(m.local_id, "L");
+    }
+}

@@ -1,0 +1,259 @@
+//! Configuration: built-in defaults, then an optional YAML file, then `NATTER__SECTION__KEY`
+//! environment variables. `config.example.yaml` documents every key; keep the two in step.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration, passed down by value; nothing reads it from global state.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub limits: LimitsConfig,
+    pub websocket: WebSocketConfig,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP/WebSocket listener binds.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// How often the server pings each connection.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// A connection that sends nothing (no pong, no frame) for this long is closed (4004).
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest WebSocket message (and frame) a client may send, in bytes; larger closes with 1009.
+    pub max_message_size: usize,
+    /// Messages waiting to be written to one connection; when full, the connection is closed (4003).
+    pub outbound_queue: usize,
+    /// WebSocket connections this node accepts at once; past it the upgrade gets HTTP 503.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Bytes read from a socket per read call; also the per-connection read buffer kept while idle.
+    pub read_buffer_size: usize,
+    /// Outgoing bytes gathered before a write to the socket (flushes write the rest at once).
+    pub write_buffer_size: usize,
+    /// Outgoing bytes a connection may have buffered before it counts as failed.
+    pub max_write_buffer_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long a graceful shutdown waits for connections to close before exiting anyway.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`. The level comes from `RUST_LOG` (default `info`).
+    pub format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50000)),
+        }
+    }
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_size: 64 * 1024,
+            outbound_queue: 1024,
+            max_connections: 1_000_000,
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            read_buffer_size: 1024,
+            write_buffer_size: 8 * 1024,
+            max_write_buffer_size: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Defaults, overlaid by `file` (YAML) if given, overlaid by `NATTER__*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Yaml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("NATTER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that parse but make no sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.heartbeat.interval.is_zero() {
+            return invalid("heartbeat.interval", "must be greater than zero");
+        }
+        if self.heartbeat.timeout <= self.heartbeat.interval {
+            return invalid(
+                "heartbeat.timeout",
+                "must be longer than heartbeat.interval, or every idle client is dropped",
+            );
+        }
+        if self.limits.max_message_size < 256 {
+            return invalid("limits.max_message_size", "must be at least 256 bytes");
+        }
+        if self.limits.outbound_queue == 0 {
+            return invalid("limits.outbound_queue", "must be at least 1");
+        }
+        if self.limits.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1");
+        }
+        if self.websocket.read_buffer_size < 128 {
+            return invalid("websocket.read_buffer_size", "must be at least 128 bytes");
+        }
+        if self.websocket.max_write_buffer_size <= self.websocket.write_buffer_size {
+            return invalid(
+                "websocket.max_write_buffer_size",
+                "must be larger than websocket.write_buffer_size",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parses `"30s"`, `"500ms"`, `"5m"`, `"2h"`, `"7d"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30s, 500ms, 5m, 2h or 7d"))?;
+    let seconds = |k: u64| Duration::from_secs(n.saturating_mul(k));
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        "d" => Ok(seconds(86400)),
+        other => Err(format!(
+            "unknown duration unit `{other}` (use ms, s, m, h or d)"
+        )),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5w").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+}

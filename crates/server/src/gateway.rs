@@ -1,0 +1,333 @@
+//! The WebSocket gateway: where a message enters the server and where it leaves for a device.
+//!
+//! [`upgrade`] checks the request and upgrades it; [`Session::run`] is the one task that owns the
+//! socket for its whole life. It `select!`s over three things: frames from the client, its own
+//! bounded outbox (frames other tasks queued for this device), and the heartbeat timer. Nothing
+//! else ever touches the socket: there is no lock around a sink and no second writer.
+//!
+//! This is the only module that sees the WebSocket library (axum's `ws`, tungstenite beneath).
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{
+        Path, State, WebSocketUpgrade,
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket},
+    },
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use futures_util::SinkExt;
+use natter_protocol::{CloseCode, DecodeError, ErrorReason, Msg, decode_client_msg};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout_at};
+
+use crate::{
+    hub::ConnId,
+    messaging::{Origin, Refusal},
+    outbox::{Frame, Outbound, Outbox},
+    server::{AppState, SessionGuard},
+};
+
+/// Longest user or platform id accepted in the URL, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+/// How long a closing connection gets to take its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// `GET /ws/{user_id}/conn/{platform_id}`: checks the request, then upgrades it.
+pub async fn upgrade(
+    Path((user, platform)): Path<(String, String)>,
+    State(state): State<AppState>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    for (name, id) in [("user_id", &user), ("platform_id", &platform)] {
+        if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+            let body = format!(
+                "{{\"error\":\"invalid_{name}\",\"detail\":\"at most {MAX_ID_LEN} bytes, no control characters\"}}"
+            );
+            return (StatusCode::BAD_REQUEST, body).into_response();
+        }
+    }
+    let Some(guard) = state
+        .sessions
+        .try_enter(state.config.limits.max_connections)
+    else {
+        state.metrics.connections_refused.increment(1);
+        let reason = if state.sessions.is_shutting_down() {
+            "server_shutting_down"
+        } else {
+            "node_connection_limit"
+        };
+        let body = format!("{{\"error\":\"{reason}\"}}");
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    };
+    let cfg = &state.config;
+    ws.read_buffer_size(cfg.websocket.read_buffer_size)
+        .write_buffer_size(cfg.websocket.write_buffer_size)
+        .max_write_buffer_size(cfg.websocket.max_write_buffer_size)
+        .max_message_size(cfg.limits.max_message_size)
+        .max_frame_size(cfg.limits.max_message_size)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            Session::start(state, socket, user, platform, guard)
+                .run()
+                .await
+        })
+}
+
+/// One client connection, owned by one task.
+struct Session {
+    state: AppState,
+    socket: WebSocket,
+    user: String,
+    platform: String,
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+    /// Reused between batches so draining the outbox does not allocate.
+    batch: VecDeque<Outbound>,
+    last_seen: Instant,
+    _guard: SessionGuard,
+}
+
+/// Why the session loop ended.
+enum Exit {
+    /// The client closed, or the socket failed: nothing more to send.
+    Gone,
+    /// The server closes the connection with this code.
+    Close(CloseCode),
+}
+
+impl Session {
+    fn start(
+        state: AppState,
+        socket: WebSocket,
+        user: String,
+        platform: String,
+        guard: SessionGuard,
+    ) -> Session {
+        let outbox = Arc::new(Outbox::new(state.config.limits.outbound_queue));
+        let conn = state.hub.register(&user, &platform, outbox.clone());
+        if state.sessions.is_shutting_down() {
+            outbox.close(CloseCode::GoingAway);
+        }
+        state.metrics.connections_opened.increment(1);
+        state.metrics.connections.increment(1.0);
+        tracing::debug!(%user, %platform, conn, "connected");
+        Session {
+            state,
+            socket,
+            user,
+            platform,
+            conn,
+            outbox,
+            batch: VecDeque::new(),
+            last_seen: Instant::now(),
+            _guard: guard,
+        }
+    }
+
+    async fn run(mut self) {
+        let exit = self.serve().await;
+        self.state
+            .hub
+            .unregister(&self.user, &self.platform, self.conn);
+        self.state.metrics.connections.decrement(1.0);
+        match exit {
+            Exit::Gone => self.state.metrics.disconnected(CloseCode::Normal),
+            Exit::Close(code) => {
+                self.state.metrics.disconnected(code);
+                let frame = CloseFrame {
+                    code: code.code(),
+                    reason: Utf8Bytes::from_static(code.reason()),
+                };
+                self.close_handshake(frame).await;
+            }
+        }
+        tracing::debug!(user = %self.user, platform = %self.platform, conn = self.conn, "disconnected");
+    }
+
+    /// Sends our close frame, then reads (and discards) until the client's close arrives, so
+    /// the close frame is not lost to a TCP reset, for at most [`CLOSE_GRACE`].
+    async fn close_handshake(&mut self, frame: CloseFrame) {
+        let deadline = Instant::now() + CLOSE_GRACE;
+        let sent = timeout_at(deadline, self.socket.send(Message::Close(Some(frame)))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+        while let Ok(Some(Ok(message))) = timeout_at(deadline, self.socket.recv()).await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    }
+
+    async fn serve(&mut self) -> Exit {
+        let hb = self.state.config.heartbeat.clone();
+        let mut ping = interval_at(Instant::now() + hb.interval, hb.interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                frame = self.socket.recv() => {
+                    if let Some(exit) = self.on_frame(frame) {
+                        return exit;
+                    }
+                }
+                () = self.outbox.ready() => {
+                    if let Some(exit) = self.flush_outbox().await {
+                        return exit;
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_seen.elapsed() >= hb.timeout {
+                        return Exit::Close(CloseCode::HeartbeatTimeout);
+                    }
+                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return Exit::Gone;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one result of reading the socket.
+    fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Option<Exit> {
+        let message = match frame {
+            None => return Some(Exit::Gone),
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return Some(self.on_read_error(e)),
+        };
+        self.last_seen = Instant::now();
+        match message {
+            Message::Text(text) => self.on_text(&text),
+            Message::Binary(_) => self.reply_error(
+                "",
+                ErrorReason::BinaryNotSupported,
+                "send messages as JSON text frames",
+            ),
+            Message::Close(_) => return Some(Exit::Gone),
+            // Pongs to client pings are sent by the WebSocket layer itself.
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+        None
+    }
+
+    fn on_read_error(&self, e: axum::Error) -> Exit {
+        let too_big = matches!(
+            e.into_inner().downcast::<tungstenite::Error>().map(|e| *e),
+            Ok(tungstenite::Error::Capacity(_))
+        );
+        if too_big {
+            self.state.metrics.frame_too_big();
+            Exit::Close(CloseCode::TooBig)
+        } else {
+            Exit::Gone
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        let origin = Origin {
+            user: &self.user,
+            conn: self.conn,
+        };
+        let result = decode_client_msg(text)
+            .map_err(
+                |DecodeError {
+                     reason,
+                     detail,
+                     local_id,
+                 }| (local_id, Refusal { reason, detail }),
+            )
+            .and_then(|msg| {
+                let local_id = msg.local_id.clone();
+                self.state
+                    .messaging
+                    .accept(origin, msg)
+                    .map_err(|refusal| (local_id, refusal))
+            });
+        match result {
+            Ok(ack) => self.reply(&ack),
+            Err((local_id, refusal)) => {
+                self.reply_error(&local_id, refusal.reason, &refusal.detail)
+            }
+        }
+    }
+
+    fn reply_error(&self, local_id: &str, reason: ErrorReason, detail: &str) {
+        self.state.metrics.frame_rejected(reason);
+        self.reply(&Msg::error_reply(local_id, reason, detail));
+    }
+
+    /// Queues a reply to this connection, behind whatever is already queued for it.
+    fn reply(&self, msg: &Msg) {
+        // A full queue marks this connection as a slow consumer; the loop then closes it.
+        let _ = self.outbox.push(Frame::from(msg.encode()));
+    }
+
+    /// Writes everything queued, flushing once per batch, until the outbox is empty.
+    async fn flush_outbox(&mut self) -> Option<Exit> {
+        let write_timeout = self.state.config.heartbeat.timeout;
+        loop {
+            let close = self.outbox.drain(&mut self.batch);
+            if close == Some(CloseCode::SlowConsumer) {
+                self.state.metrics.dropped(
+                    crate::metrics::DropReason::SlowConsumer,
+                    self.batch.len() as u64,
+                );
+                self.batch.clear();
+                return Some(Exit::Close(CloseCode::SlowConsumer));
+            }
+            if self.batch.is_empty() {
+                return close.map(Exit::Close);
+            }
+            let n = self.batch.len() as u64;
+            let written = {
+                let write = write_batch(&mut self.socket, &mut self.batch);
+                tokio::pin!(write);
+                let deadline = tokio::time::sleep(write_timeout);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        r = &mut write => break r.map_err(|_| Exit::Gone),
+                        () = &mut deadline => break Err(Exit::Close(CloseCode::SlowConsumer)),
+                        // While a write to a slow client waits, other tasks may fill the outbox.
+                        () = self.outbox.ready() => {
+                            if self.outbox.close_requested() == Some(CloseCode::SlowConsumer) {
+                                break Err(Exit::Close(CloseCode::SlowConsumer));
+                            }
+                            // Anything else queued meanwhile is drained after this write.
+                        }
+                    }
+                }
+            };
+            let now = Instant::now();
+            let metrics = &self.state.metrics;
+            match written {
+                Ok(()) => {
+                    metrics.messages_delivered.increment(n);
+                    for o in self.batch.drain(..) {
+                        metrics
+                            .delivery_latency
+                            .record(now.duration_since(o.queued_at).as_secs_f64());
+                    }
+                }
+                Err(exit) => {
+                    self.batch.clear();
+                    return Some(exit);
+                }
+            }
+            if let Some(code) = close {
+                return Some(Exit::Close(code));
+            }
+        }
+    }
+}
+
+/// Feeds every frame of the batch to the socket, then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    batch: &mut VecDeque<Outbound>,
+) -> Result<(), axum::Error> {
+    for o in batch.iter() {
+        socket.feed(Message::Text(o.frame.clone())).await?;
+    }
+    socket.flush().await
+}

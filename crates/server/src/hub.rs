@@ -1,0 +1,220 @@
+//! Who is connected to this node: user id → that user's devices (platform id, connection id,
+//! outbox).
+//!
+//! The map is split into shards, each behind a `std::sync::Mutex`: every operation is a short,
+//! synchronous critical section (look up, push into outboxes, done) and nothing awaits while a
+//! shard is locked, so a blocking mutex is the right tool. Delivering to a user only queues
+//! frames; the writing is done by each connection's own task.
+//!
+//! Invariant: an entry is removed only by the connection that created it (`unregister` compares
+//! connection ids), so a replaced connection's late exit can never unregister its successor.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+};
+
+use natter_protocol::CloseCode;
+
+use crate::outbox::{Frame, Outbox, PushError};
+
+/// Identifies one connection for the lifetime of the process.
+pub type ConnId = u64;
+
+const SHARDS: usize = 64;
+
+#[derive(Debug, Clone)]
+struct Device {
+    platform: Box<str>,
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+}
+
+type Shard = HashMap<Box<str>, Vec<Device>>;
+
+/// Handle to the local connection registry. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Hub {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    next_conn: AtomicU64,
+    connections: AtomicUsize,
+}
+
+/// The outcome of queueing one frame to a user's devices.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fanout {
+    /// Devices the frame was queued to.
+    pub queued: usize,
+    /// Devices whose queue was full: they are being disconnected as slow consumers.
+    pub slow: usize,
+}
+
+impl Fanout {
+    pub fn add(&mut self, other: Fanout) {
+        self.queued += other.queued;
+        self.slow += other.slow;
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+            next_conn: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Hub {
+    fn shard(&self, user: &str) -> MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(user) as usize) % SHARDS;
+        // Nothing panics while a shard is locked; if it ever did, the map is still consistent.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new connection of `user` on `platform`. A connection already registered for
+    /// the same user and platform is told to close with 4001 and replaced.
+    pub fn register(&self, user: &str, platform: &str, outbox: Arc<Outbox>) -> ConnId {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let device = Device {
+            platform: platform.into(),
+            conn,
+            outbox,
+        };
+        let mut shard = self.shard(user);
+        let devices = shard.entry(user.into()).or_default();
+        match devices.iter_mut().find(|d| &*d.platform == platform) {
+            Some(old) => {
+                old.outbox.close(CloseCode::Replaced);
+                *old = device;
+            }
+            None => {
+                devices.push(device);
+                self.connections.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        conn
+    }
+
+    /// Removes the connection `conn`, if it is still the one registered for `user` on `platform`.
+    /// Returns whether it was.
+    pub fn unregister(&self, user: &str, platform: &str, conn: ConnId) -> bool {
+        let mut shard = self.shard(user);
+        let Some(devices) = shard.get_mut(user) else {
+            return false;
+        };
+        let Some(i) = devices
+            .iter()
+            .position(|d| d.conn == conn && &*d.platform == platform)
+        else {
+            return false;
+        };
+        devices.swap_remove(i);
+        if devices.is_empty() {
+            shard.remove(user);
+        }
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Queues `frame` to every device of `user` on this node except connection `skip`.
+    pub fn send_to_user(&self, user: &str, frame: &Frame, skip: Option<ConnId>) -> Fanout {
+        let mut out = Fanout::default();
+        let shard = self.shard(user);
+        let Some(devices) = shard.get(user) else {
+            return out;
+        };
+        for d in devices.iter().filter(|d| Some(d.conn) != skip) {
+            match d.outbox.push(frame.clone()) {
+                Ok(()) => out.queued += 1,
+                Err(PushError::Full) => out.slow += 1,
+                Err(PushError::Closed) => {}
+            }
+        }
+        out
+    }
+
+    /// Queues `frame` to one connection.
+    pub fn send_to_conn(&self, user: &str, conn: ConnId, frame: &Frame) -> Fanout {
+        let shard = self.shard(user);
+        let device = shard
+            .get(user)
+            .and_then(|devices| devices.iter().find(|d| d.conn == conn));
+        match device.map(|d| d.outbox.push(frame.clone())) {
+            Some(Ok(())) => Fanout { queued: 1, slow: 0 },
+            Some(Err(PushError::Full)) => Fanout { queued: 0, slow: 1 },
+            _ => Fanout::default(),
+        }
+    }
+
+    /// The platforms on which `user` is connected to this node.
+    pub fn platforms(&self, user: &str) -> Vec<String> {
+        let shard = self.shard(user);
+        shard
+            .get(user)
+            .map(|ds| ds.iter().map(|d| d.platform.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Asks every connection to close with `code` (used by graceful shutdown).
+    pub fn close_all(&self, code: CloseCode) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for d in shard.values().flatten() {
+                d.outbox.close(code);
+            }
+        }
+    }
+
+    /// Connections registered right now.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    fn outbox() -> Arc<Outbox> {
+        Arc::new(Outbox::new(16))
+    }
+
+    #[test]
+    fn relogin_replaces_and_old_exit_does_not_unregister_new() {
+        let hub = Hub::default();
+        let (a, b) = (outbox(), outbox());
+        let first = hub.register("u", "web", a.clone());
+        let second = hub.register("u", "web", b.clone());
+        assert_eq!(a.close_requested(), Some(CloseCode::Replaced));
+        assert_eq!(hub.connection_count(), 1);
+        // The old connection's exit comes late: it must not remove the new one.
+        assert!(!hub.unregister("u", "web", first));
+        let f = hub.send_to_user("u", &Frame::from_static("x"), None);
+        assert_eq!(f.queued, 1);
+        assert_eq!(b.drain(&mut VecDeque::new()), None);
+        assert!(hub.unregister("u", "web", second));
+        assert_eq!(hub.connection_count(), 0);
+    }
+
+    #[test]
+    fn send_skips_the_sending_connection() {
+        let hub = Hub::default();
+        let phone = hub.register("u", "phone", outbox());
+        hub.register("u", "desk", outbox());
+        let f = hub.send_to_user("u", &Frame::from_static("x"), Some(phone));
+        assert_eq!(f, Fanout { queued: 1, slow: 0 });
+        let mut platforms = hub.platforms("u");
+        platforms.sort();
+        assert_eq!(platforms, vec!["desk", "phone"]);
+    }
+}

@@ -1,0 +1,32 @@
+//! # Natter
+//!
+//! An instant-messaging server: devices connect over WebSocket and every message reaches every
+//! device of the people it is meant for.
+//!
+//! # Layout
+//!
+//! A message enters at the gateway, is accepted by messaging, and leaves through the hub into the
+//! receiving connections' outboxes, which their own gateway sessions write out.
+//!
+//! - [`config`]: the [`Config`](config::Config) struct, loaded from defaults, YAML and `NATTER__*`.
+//! - [`server`]: binds, wires the state together, serves, shuts down gracefully.
+//! - [`gateway`]: the WebSocket route and the session task that owns each socket.
+//! - [`messaging`]: validates and stamps a message, picks its recipients, builds the ack.
+//! - [`hub`]: who is connected to this node; queues frames to a user's devices.
+//! - [`outbox`]: the bounded per-connection queue between the hub and a session.
+//! - [`http`]: `/healthz` and `/metrics`.
+//! - [`metrics`]: the Prometheus recorder and the handles used on the hot path.
+//!
+//! Wire types (`Msg`, close codes, error reasons) live in the `natter-protocol` crate.
+
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod hub;
+pub mod messaging;
+pub mod metrics;
+pub mod outbox;
+pub mod server;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,161 @@
+//! The bounded outbound queue of one connection.
+//!
+//! Producers (any task routing a message) push already-serialised frames; the connection's own
+//! task drains everything queued in one go, writes it, and flushes once. A push never waits: when
+//! the queue is full the connection is marked closed as a slow consumer and the producer moves
+//! on, so one client that stops reading cannot slow anybody else down.
+//!
+//! This is a `std::sync::Mutex` around a `VecDeque` plus a `Notify`, rather than a tokio channel,
+//! because it costs nothing until the first message (an idle connection holds ~100 bytes here,
+//! a tokio mpsc channel allocates a 32-slot block up front), and because the owner can take the
+//! whole batch with one lock. The lock is never held across an `.await`.
+
+use std::{collections::VecDeque, sync::Mutex};
+
+use natter_protocol::CloseCode;
+use tokio::{sync::Notify, time::Instant};
+
+/// A serialised text frame. Cloning it shares the bytes, so one message serialised once can be
+/// queued to any number of connections.
+pub type Frame = axum::extract::ws::Utf8Bytes;
+
+/// One serialised frame waiting to be written, and when it was queued (for the latency metric).
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub frame: Frame,
+    pub queued_at: Instant,
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Outbound>,
+    /// Set once; the owner closes the socket with this code after writing what is queued
+    /// (for [`CloseCode::SlowConsumer`] it drops the queue instead).
+    close: Option<CloseCode>,
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue was full: the connection has now been marked as a slow consumer.
+    Full,
+    /// The connection is closing already.
+    Closed,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            capacity,
+        }
+    }
+
+    /// Queues a frame without waiting.
+    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+        let queued_at = Instant::now();
+        {
+            let mut state = self.lock();
+            if state.close.is_some() {
+                return Err(PushError::Closed);
+            }
+            if state.queue.len() >= self.capacity {
+                state.close = Some(CloseCode::SlowConsumer);
+                state.queue = VecDeque::new();
+                drop(state);
+                self.notify.notify_one();
+                return Err(PushError::Full);
+            }
+            state.queue.push_back(Outbound { frame, queued_at });
+        }
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Asks the owner to close the connection with `code`. The first request wins.
+    pub fn close(&self, code: CloseCode) {
+        {
+            let mut state = self.lock();
+            if state.close.is_some() {
+                return;
+            }
+            state.close = Some(code);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Waits until something was pushed or a close was requested since the last [`Self::drain`].
+    /// Cancel-safe.
+    pub async fn ready(&self) {
+        self.notify.notified().await
+    }
+
+    /// The close request, if any, without taking the queue.
+    pub fn close_requested(&self) -> Option<CloseCode> {
+        self.lock().close
+    }
+
+    /// Moves every queued frame into `into` (which should be empty; its allocation is reused)
+    /// and returns the close request, if any.
+    pub fn drain(&self, into: &mut VecDeque<Outbound>) -> Option<CloseCode> {
+        let mut state = self.lock();
+        std::mem::swap(&mut state.queue, into);
+        state.close
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_marks_slow_consumer_and_refuses_more() {
+        let outbox = Outbox::new(2);
+        outbox.push(Frame::from_static("1")).unwrap();
+        outbox.push(Frame::from_static("2")).unwrap();
+        assert_eq!(outbox.push(Frame::from_static("3")), Err(PushError::Full));
+        assert_eq!(outbox.push(Frame::from_static("4")), Err(PushError::Closed));
+        let mut batch = VecDeque::new();
+        assert_eq!(outbox.drain(&mut batch), Some(CloseCode::SlowConsumer));
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn drain_takes_everything_in_order() {
+        let outbox = Outbox::new(8);
+        for i in 0..5u8 {
+            outbox.push(Frame::from(i.to_string())).unwrap();
+        }
+        let mut batch = VecDeque::new();
+        assert_eq!(outbox.drain(&mut batch), None);
+        let got: Vec<&str> = batch.iter().map(|o| o.frame.as_str()).collect();
+        assert_eq!(got, vec!["0", "1", "2", "3", "4"]);
+        batch.clear();
+        assert_eq!(outbox.drain(&mut batch), None);
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn first_close_wins() {
+        let outbox = Outbox::new(1);
+        outbox.close(CloseCode::Replaced);
+        outbox.close(CloseCode::GoingAway);
+        assert_eq!(
+            outbox.drain(&mut VecDeque::new()),
+            Some(CloseCode::Replaced)
+        );
+    }
+}

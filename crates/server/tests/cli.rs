@@ -1,0 +1,122 @@
+//! The `natter` binary: configuration errors name the key; the server starts and stops on signals.
+
+use std::{process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+};
+
+fn natter() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter"));
+    cmd.env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("natter-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn fails_naming(cmd: &mut Command, key: &str) {
+    let out = tokio::time::timeout(Duration::from_secs(10), cmd.output())
+        .await
+        .expect("exits promptly")
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(key),
+        "stderr does not name `{key}`: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_config_file_names_the_key() {
+    let bad_type = temp_file("bad-type.yaml", "heartbeat:\n  interval: often\n");
+    fails_naming(
+        natter().arg("serve").arg("--config").arg(&bad_type),
+        "heartbeat.interval",
+    )
+    .await;
+
+    let bad_combo = temp_file(
+        "bad-combo.yaml",
+        "heartbeat:\n  interval: 30s\n  timeout: 10s\n",
+    );
+    fails_naming(
+        natter().args(["serve", "--config"]).arg(&bad_combo),
+        "heartbeat.timeout",
+    )
+    .await;
+
+    let typo = temp_file("typo.yaml", "limits:\n  max_mesage_size: 10\n");
+    fails_naming(
+        natter().args(["serve", "--config"]).arg(&typo),
+        "max_mesage_size",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_environment_variable_names_the_key() {
+    fails_naming(
+        natter().env("NATTER__LIMITS__OUTBOUND_QUEUE", "lots"),
+        "limits.outbound_queue",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn serves_from_env_config_and_stops_on_sigterm() {
+    let mut child = natter()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("NATTER__HEARTBEAT__INTERVAL", "5s")
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("no listening line");
+    })
+    .await
+    .unwrap();
+    let (status, _) = http_get(&addr, "/healthz").await;
+    assert_eq!(status, 200);
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc_kill(pid, 15) };
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("stops within the shutdown timeout")
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    (raw[9..12].parse().unwrap(), raw)
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
