@@ -1,1 +1,553 @@
-fn main() {}
+//! `natter-bench`: the Natter load generator. Runs against a server started separately (release
+//! build, loopback). Scenarios:
+//!
+//! - `idle`: open N connections that do nothing; report the server's RSS per connection.
+//! - `pairs`: senders → receivers, unpaced with a window of unacknowledged messages, or paced at
+//!   a fixed total rate; `--devices` gives every receiver several connections (multi-device
+//!   fan-out); `--slow K` adds K receivers that never read while flooders write to them.
+//!
+//! Latency is measured from just before the sender writes the frame to when the receiver has
+//! read it: the send instant travels in the message's `create_time` field (µs since bench start).
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt, stream};
+use hdrhistogram::Histogram;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::{
+    WebSocketStream, client_async_with_config,
+    tungstenite::{Message, protocol::WebSocketConfig},
+};
+
+#[derive(Parser)]
+#[command(name = "natter-bench", about = "Load generator for the Natter server")]
+struct Cli {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:50000", global = true)]
+    server: SocketAddr,
+    /// Number of loopback source addresses (127.0.0.2, .3, ...) to spread connections over.
+    #[arg(long, default_value_t = 4, global = true)]
+    sources: u8,
+    /// Load-generator threads. One leaves the other core to the server on a 2-core machine.
+    #[arg(long, default_value_t = 1, global = true)]
+    threads: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Idle connections: server RSS per connection.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// PID of the server, to read its RSS from /proc.
+        #[arg(long)]
+        server_pid: u32,
+        /// Seconds to hold the connections before measuring.
+        #[arg(long, default_value_t = 3)]
+        hold: u64,
+    },
+    /// Sender → receiver pairs.
+    Pairs {
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Unacknowledged messages each sender keeps in flight (unpaced mode).
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        /// Total messages per second over all senders (paced mode); 0 = unpaced.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Connections (platforms) per receiving user; each gets every message.
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
+        /// Receivers that never read, each flooded by its own sender.
+        #[arg(long, default_value_t = 0)]
+        slow: usize,
+        /// Content bytes per message.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Measured seconds (after one second of warm-up).
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cli.threads);
+        b
+    };
+    runtime.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let net = Net {
+        server: cli.server,
+        sources: cli.sources.max(1),
+    };
+    match cli.scenario {
+        Scenario::Idle {
+            conns,
+            server_pid,
+            hold,
+        } => idle(&net, conns, server_pid, hold).await,
+        Scenario::Pairs {
+            pairs,
+            window,
+            rate,
+            devices,
+            slow,
+            size,
+            duration,
+        } => {
+            let cfg = PairsConfig {
+                pairs,
+                window: window.max(1),
+                rate,
+                devices: devices.max(1),
+                slow,
+                size,
+                duration: Duration::from_secs(duration),
+            };
+            run_pairs(&net, cfg).await
+        }
+    }
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+struct Net {
+    server: SocketAddr,
+    sources: u8,
+}
+
+impl Net {
+    /// Connects as `user` on `platform`, from source address number `n`.
+    async fn connect(&self, n: usize, user: &str, platform: &str) -> anyhow::Result<Ws> {
+        let source = Ipv4Addr::new(127, 0, 0, 2 + (n % self.sources as usize) as u8);
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((source, 0)))?;
+        let tcp = socket
+            .connect(self.server)
+            .await
+            .with_context(|| format!("connecting from {source} to {}", self.server))?;
+        tcp.set_nodelay(true)?;
+        let url = format!("ws://{}/ws/{user}/conn/{platform}", self.server);
+        // Small client buffers: the bench holds tens of thousands of connections.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (ws, _) = client_async_with_config(url, tcp, Some(config)).await?;
+        Ok(ws)
+    }
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/PID/status")
+}
+
+async fn idle(net: &Net, conns: usize, pid: u32, hold: u64) -> anyhow::Result<()> {
+    let before = rss_kib(pid)?;
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<Ws>> = stream::iter(0..conns)
+        .map(|i| async move { net.connect(i, &format!("idle{i}"), "bench").await })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    let mut held = Vec::with_capacity(conns);
+    let mut failed = 0;
+    for r in results {
+        match r {
+            Ok(ws) => held.push(ws),
+            Err(e) => {
+                if failed == 0 {
+                    eprintln!("connect failed: {e:#}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    let after = rss_kib(pid)?;
+    let n = held.len().max(1) as f64;
+    println!("scenario: idle");
+    println!(
+        "connections: {} ({failed} failed) in {connect_secs:.1} s",
+        held.len()
+    );
+    println!("server RSS: {before} KiB before, {after} KiB after");
+    println!(
+        "server RSS per connection: {:.2} KiB",
+        (after.saturating_sub(before)) as f64 / n
+    );
+    drop(held);
+    Ok(())
+}
+
+struct PairsConfig {
+    pairs: usize,
+    window: usize,
+    rate: u64,
+    devices: usize,
+    slow: usize,
+    size: usize,
+    duration: Duration,
+}
+
+const WARMUP: Duration = Duration::from_secs(1);
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// One sender's bookkeeping, shared with its receiver devices.
+#[derive(Default)]
+struct Pair {
+    sent: AtomicU64,
+    /// Messages read, summed over the receiver's devices.
+    received: AtomicU64,
+    /// Woken on every receipt, so a sender with a full window can go on.
+    progress: tokio::sync::Notify,
+}
+
+impl Pair {
+    /// Messages sent but not yet read by every device; with `devices` 0, sent but not acked.
+    fn in_flight(&self, devices: u64, acked: u64) -> u64 {
+        if devices == 0 {
+            return self.sent.load(Ordering::Relaxed).saturating_sub(acked);
+        }
+        let received = self.received.load(Ordering::Relaxed) / devices;
+        self.sent.load(Ordering::Relaxed).saturating_sub(received)
+    }
+}
+
+/// Shared by all tasks of a pairs run.
+struct Run {
+    start: Instant,
+    /// Senders stop sending once this is set.
+    stop: AtomicBool,
+    /// Set once every sender has finished: receivers then drain up to the final count.
+    senders_done: AtomicBool,
+    /// Messages read by receivers (all devices), after warm-up.
+    delivered: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Run {
+    fn micros(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+}
+
+fn message(to: &str, seq: u64, at_micros: u64, content: &str) -> Message {
+    Message::text(format!(
+        r#"{{"receiver_id":"{to}","local_id":"{seq}","create_time":{at_micros},"content":"{content}"}}"#
+    ))
+}
+
+/// `create_time` of a server frame, without a full JSON parse.
+fn create_time(frame: &str) -> Option<u64> {
+    let rest = frame.split("\"create_time\":").nth(1)?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn is_ack(frame: &str) -> bool {
+    frame.contains("\"msg_type\":24")
+}
+
+async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()> {
+    let run = Arc::new(Run {
+        start: Instant::now(),
+        stop: AtomicBool::new(false),
+        senders_done: AtomicBool::new(false),
+        delivered: AtomicU64::new(0),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+    });
+    let content = "x".repeat(cfg.size);
+    let mut n = 0;
+    // Connect every receiver device first, then the senders.
+    let mut receivers = Vec::new();
+    let pairs: Vec<Arc<Pair>> = (0..cfg.pairs).map(|_| Arc::default()).collect();
+    for (p, pair) in pairs.iter().enumerate() {
+        for d in 0..cfg.devices {
+            let ws = net.connect(n, &format!("r{p}"), &format!("d{d}")).await?;
+            n += 1;
+            receivers.push(tokio::spawn(receive(ws, run.clone(), pair.clone())));
+        }
+    }
+    let mut slow_receivers = Vec::new();
+    for s in 0..cfg.slow {
+        slow_receivers.push(net.connect(n, &format!("slow{s}"), "d0").await?);
+        n += 1;
+    }
+    let mut senders = Vec::new();
+    let per_sender_rate = if cfg.rate > 0 {
+        Some(cfg.rate as f64 / cfg.pairs as f64)
+    } else {
+        None
+    };
+    for p in 0..cfg.pairs {
+        let ws = net.connect(n, &format!("s{p}"), "d0").await?;
+        n += 1;
+        senders.push(tokio::spawn(send(
+            ws,
+            run.clone(),
+            format!("r{p}"),
+            pairs[p].clone(),
+            cfg.devices as u64,
+            cfg.window as u64,
+            per_sender_rate,
+            content.clone(),
+        )));
+    }
+    let mut flooders = Vec::new();
+    let flood_content = "z".repeat(cfg.size.max(1000));
+    for s in 0..cfg.slow {
+        let ws = net.connect(n, &format!("flood{s}"), "d0").await?;
+        n += 1;
+        flooders.push(tokio::spawn(send(
+            ws,
+            run.clone(),
+            format!("slow{s}"),
+            // Nobody reads what a flooder sends: its window of 8, like every sender's, is
+            // counted in acks instead.
+            Arc::default(),
+            0,
+            cfg.window as u64,
+            None,
+            flood_content.clone(),
+        )));
+    }
+
+    tokio::time::sleep(WARMUP).await;
+    let d0 = run.delivered.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(cfg.duration).await;
+    let d1 = run.delivered.load(Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    run.stop.store(true, Ordering::Relaxed);
+
+    let mut sent_total = 0;
+    for s in senders {
+        sent_total += s.await??;
+    }
+    for f in flooders {
+        let _ = f.await?;
+    }
+    run.senders_done.store(true, Ordering::Relaxed);
+    let mut received_total = 0;
+    for r in receivers {
+        received_total += r.await??;
+    }
+    let mut slow_codes = Vec::new();
+    for mut ws in slow_receivers {
+        slow_codes.push(close_code(&mut ws).await);
+    }
+
+    let h = run.latency.lock().unwrap_or_else(|e| e.into_inner());
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "scenario: pairs={} window={} rate={} devices={} slow={} size={}",
+        cfg.pairs,
+        cfg.window,
+        if cfg.rate == 0 {
+            "unpaced".to_string()
+        } else {
+            cfg.rate.to_string()
+        },
+        cfg.devices,
+        cfg.slow,
+        cfg.size
+    );
+    println!(
+        "delivered: {:.0} msg/s over {elapsed:.1} s",
+        (d1 - d0) as f64 / elapsed
+    );
+    println!(
+        "latency ms: p50 {:.3} p99 {:.3} p999 {:.3} max {:.3} (n={})",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0,
+        h.len()
+    );
+    let expected = sent_total * cfg.devices as u64;
+    println!(
+        "healthy pairs: sent {sent_total}, expected deliveries {expected}, received {received_total} ({})",
+        if received_total == expected {
+            "all delivered"
+        } else {
+            "MISSING"
+        }
+    );
+    if cfg.slow > 0 {
+        // A receiver that never reads usually cannot take the close frame either (its socket
+        // buffers are full): the connection just ends. The server's counter says why.
+        let disconnects = metric(net.server, "natter_slow_consumer_disconnects_total").await?;
+        println!(
+            "slow receivers: close codes seen {slow_codes:?}; server slow-consumer disconnects so far: {disconnects}"
+        );
+    }
+    if received_total != expected {
+        bail!(
+            "{} deliveries missing",
+            expected as i64 - received_total as i64
+        );
+    }
+    Ok(())
+}
+
+/// Sends until the run stops, keeping at most `window` messages in flight (sent but not yet
+/// read by every receiving device; acknowledged when `devices` is 0), or at a fixed rate. Reads its acks all along. Returns how
+/// many messages it sent.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    mut ws: Ws,
+    run: Arc<Run>,
+    to: String,
+    pair: Arc<Pair>,
+    devices: u64,
+    window: u64,
+    rate: Option<f64>,
+    content: String,
+) -> anyhow::Result<u64> {
+    let mut seq = 0u64;
+    let mut acked = 0u64;
+    let mut tick = rate.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    loop {
+        let stopping = run.stop.load(Ordering::Relaxed);
+        if stopping && acked == seq {
+            break;
+        }
+        if !stopping && tick.is_none() && pair.in_flight(devices, acked) < window {
+            while pair.in_flight(devices, acked) < window {
+                seq += 1;
+                pair.sent.fetch_add(1, Ordering::Relaxed);
+                ws.feed(message(&to, seq, run.micros(), &content)).await?;
+            }
+            ws.flush().await?;
+        }
+        let frame = tokio::select! {
+            _ = async { tick.as_mut().unwrap().tick().await }, if tick.is_some() && !stopping => {
+                seq += 1;
+                pair.sent.fetch_add(1, Ordering::Relaxed);
+                ws.send(message(&to, seq, run.micros(), &content)).await?;
+                continue;
+            }
+            () = pair.progress.notified(), if tick.is_none() && !stopping => continue,
+            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+            f = tokio::time::timeout(DRAIN, ws.next()) => match f {
+                Ok(f) => f,
+                Err(_) => break,
+            },
+        };
+        match frame {
+            Some(Ok(Message::Text(t))) if is_ack(&t) => acked += 1,
+            Some(Ok(Message::Close(c))) => {
+                bail!("sender to {to} closed by the server: {c:?}")
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("sender to {to}: connection ended"),
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(seq)
+}
+
+/// Reads until the run stops and every message sent to this receiver has arrived (or the drain
+/// time runs out). Returns how many messages arrived.
+async fn receive(mut ws: Ws, run: Arc<Run>, pair: Arc<Pair>) -> anyhow::Result<u64> {
+    let mut got = 0u64;
+    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let warm = WARMUP.as_micros() as u64;
+    loop {
+        let frame = if run.senders_done.load(Ordering::Relaxed) {
+            if got >= pair.sent.load(Ordering::Relaxed) {
+                break;
+            }
+            match tokio::time::timeout(DRAIN, ws.next()).await {
+                Ok(f) => f,
+                Err(_) => break,
+            }
+        } else {
+            match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+                Ok(f) => f,
+                Err(_) => continue,
+            }
+        };
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                let now = run.micros();
+                got += 1;
+                pair.received.fetch_add(1, Ordering::Relaxed);
+                pair.progress.notify_one();
+                if let Some(at) = create_time(&t) {
+                    if at >= warm {
+                        let _ = local.record(now.saturating_sub(at).max(1));
+                        run.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Some(Ok(Message::Close(c))) => bail!("receiver closed by the server: {c:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("receiver: connection ended"),
+        }
+    }
+    run.latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(&local)?;
+    let _ = ws.close(None).await;
+    Ok(got)
+}
+
+/// Reads a never-reading receiver's backlog until its close frame; returns the close code.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(DRAIN, ws.next()).await {
+            Ok(Some(Ok(Message::Close(c)))) => return c.map(|c| u16::from(c.code)),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// One value from the server's `/metrics`.
+async fn metric(server: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(server).await?;
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).await?;
+    Ok(body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0))
+}

@@ -24,6 +24,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout_at};
 use crate::{
     hub::ConnId,
     messaging::{Origin, Refusal},
+    metrics::{DropReason, LatencySamples},
     outbox::{Frame, Outbound, Outbox},
     server::{AppState, SessionGuard},
 };
@@ -268,10 +269,9 @@ impl Session {
         loop {
             let close = self.outbox.drain(&mut self.batch);
             if close == Some(CloseCode::SlowConsumer) {
-                self.state.metrics.dropped(
-                    crate::metrics::DropReason::SlowConsumer,
-                    self.batch.len() as u64,
-                );
+                self.state
+                    .metrics
+                    .dropped(DropReason::SlowConsumer, self.batch.len() as u64);
                 self.batch.clear();
                 return Some(Exit::Close(CloseCode::SlowConsumer));
             }
@@ -303,11 +303,11 @@ impl Session {
             match written {
                 Ok(()) => {
                     metrics.messages_delivered.increment(n);
+                    let mut samples = LatencySamples::default();
                     for o in self.batch.drain(..) {
-                        metrics
-                            .delivery_latency
-                            .record(now.duration_since(o.queued_at).as_secs_f64());
+                        samples.record(now.duration_since(o.queued_at));
                     }
+                    metrics.delivery_latency.add(&samples);
                 }
                 Err(exit) => {
                     self.batch.clear();

@@ -12,6 +12,7 @@
 //! - [`server`]: binds, wires the state together, serves, shuts down gracefully.
 //! - [`gateway`]: the WebSocket route and the session task that owns each socket.
 //! - [`messaging`]: validates and stamps a message, picks its recipients, builds the ack.
+//! - [`ids`]: server message ids (UUIDv7, increasing within a node).
 //! - [`hub`]: who is connected to this node; queues frames to a user's devices.
 //! - [`outbox`]: the bounded per-connection queue between the hub and a session.
 //! - [`http`]: `/healthz` and `/metrics`.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod ids;
 pub mod messaging;
 pub mod metrics;
 pub mod outbox;

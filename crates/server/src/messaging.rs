@@ -13,6 +13,7 @@ use natter_protocol::{ErrorReason, Msg, msg_type};
 
 use crate::{
     hub::{ConnId, Fanout, Hub},
+    ids,
     metrics::{DropReason, Metrics},
     outbox::Frame,
 };
@@ -68,8 +69,8 @@ impl Messaging {
             });
         }
         self.metrics.messages_received.increment(1);
-        msg.server_id = uuid::Uuid::now_v7().to_string();
         msg.send_time = now_millis();
+        msg.server_id = ids::message_id(msg.send_time).to_string();
 
         let frame = Frame::from(msg.encode());
         let to_self = msg.receiver_id == msg.send_id;

@@ -1,19 +1,86 @@
 //! Prometheus metrics. Every server instance owns its recorder (no global state, so tests can run
 //! many servers in one process); handles are registered once here and then cost an atomic
 //! operation each on the hot path.
+//!
+//! The delivery latency histogram is our own fixed-bucket [`LatencyHistogram`] rather than the
+//! exporter's: the exporter keeps every raw sample until an upkeep pass folds them into buckets,
+//! and at 100,000+ deliveries a second that pass stalls a worker thread for milliseconds. Ours
+//! is a handful of relaxed atomic adds per written batch.
 
-use std::time::Duration;
-
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
 };
+
+use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use natter_protocol::{CloseCode, ErrorReason};
 
-/// Buckets of the delivery latency histogram, in seconds.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+/// Upper bounds of the delivery latency buckets, in microseconds.
+const LATENCY_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
 ];
+const LATENCY_NAME: &str = "natter_delivery_latency_seconds";
+
+/// A Prometheus histogram with fixed buckets, recorded with relaxed atomics.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Non-cumulative counts; the last slot is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+/// Samples gathered locally (e.g. over one written batch) before one [`LatencyHistogram::add`].
+#[derive(Debug, Default)]
+pub struct LatencySamples {
+    buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: u64,
+}
+
+impl LatencySamples {
+    pub fn record(&mut self, latency: Duration) {
+        let us = latency.as_micros().min(u64::MAX as u128) as u64;
+        let i = LATENCY_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+}
+
+impl LatencyHistogram {
+    pub fn add(&self, samples: &LatencySamples) {
+        for (bucket, &n) in self.buckets.iter().zip(&samples.buckets) {
+            if n > 0 {
+                bucket.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.sum_us.fetch_add(samples.sum_us, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {LATENCY_NAME} Time from queueing a frame for a device to writing it to the socket\n# TYPE {LATENCY_NAME} histogram"
+        );
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            match LATENCY_BUCKETS_US.get(i) {
+                Some(us) => {
+                    let le = *us as f64 / 1e6;
+                    let _ = writeln!(out, "{LATENCY_NAME}_bucket{{le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{LATENCY_NAME}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{LATENCY_NAME}_sum {sum}");
+        let _ = writeln!(out, "{LATENCY_NAME}_count {cumulative}");
+    }
+}
 
 /// Why a message did not reach a device.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +104,7 @@ pub struct Metrics {
     frames_too_big: Counter,
     disconnects: Vec<Counter>,
     pub slow_consumer_disconnects: Counter,
-    pub delivery_latency: Histogram,
+    pub delivery_latency: LatencyHistogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -51,13 +118,7 @@ static METADATA: Metadata<'static> =
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let recorder: PrometheusRecorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full("natter_delivery_latency_seconds".into()),
-                LATENCY_BUCKETS,
-            )
-            .expect("latency buckets are a non-empty constant")
-            .build_recorder();
+        let recorder: PrometheusRecorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let counter = |name: &'static str, labels: Vec<Label>| {
             recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
@@ -105,10 +166,7 @@ impl Metrics {
             ),
             disconnects,
             slow_consumer_disconnects: counter("natter_slow_consumer_disconnects_total", vec![]),
-            delivery_latency: recorder.register_histogram(
-                &Key::from_static_name("natter_delivery_latency_seconds"),
-                &METADATA,
-            ),
+            delivery_latency: LatencyHistogram::default(),
             handle,
         }
     }
@@ -143,15 +201,10 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut out = self.handle.render();
+        self.delivery_latency.render(&mut out);
+        out
     }
-
-    /// Folds recorded histogram samples into buckets; called periodically so memory stays flat.
-    pub fn upkeep(&self) {
-        self.handle.run_upkeep();
-    }
-
-    pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 }
 
 impl Default for Metrics {
@@ -194,3 +247,40 @@ const HELP: &[(&str, &str)] = &[
         "Connections closed because their outbound queue was full",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_histogram_renders_cumulative_buckets() {
+        let h = LatencyHistogram::default();
+        let mut samples = LatencySamples::default();
+        samples.record(Duration::from_micros(50));
+        samples.record(Duration::from_micros(300));
+        samples.record(Duration::from_secs(10));
+        h.add(&samples);
+        let mut out = String::new();
+        h.render(&mut out);
+        assert!(
+            out.contains("natter_delivery_latency_seconds_bucket{le=\"0.0001\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("natter_delivery_latency_seconds_bucket{le=\"0.0005\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("natter_delivery_latency_seconds_bucket{le=\"2.5\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("natter_delivery_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("natter_delivery_latency_seconds_count 3\n"),
+            "{out}"
+        );
+    }
+}

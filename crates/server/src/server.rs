@@ -13,7 +13,7 @@ use std::{
     },
 };
 
-use axum::{Router, routing::get};
+use axum::{Router, routing::get, serve::ListenerExt};
 use natter_protocol::CloseCode;
 use std::future::IntoFuture;
 
@@ -128,20 +128,15 @@ impl Server {
             .merge(http::routes())
             .with_state(state.clone());
 
-        let upkeep = tokio::spawn({
-            let metrics = state.metrics.clone();
-            async move {
-                let mut tick = tokio::time::interval(Metrics::UPKEEP_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    metrics.upkeep();
-                }
-            }
-        });
-
         let stop_accepting = Arc::new(Notify::new());
         let serve = tokio::spawn({
             let stop_accepting = stop_accepting.clone();
+            // Chat frames are small and latency-bound: no Nagle delay.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY failed");
+                }
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop_accepting.notified().await })
                 .into_future()
@@ -172,7 +167,6 @@ impl Server {
                 "shutdown timeout reached with connections still open"
             );
         }
-        upkeep.abort();
         result
     }
 }

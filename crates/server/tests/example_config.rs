@@ -4,5 +4,8 @@
 fn example_config_loads_and_matches_the_defaults() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config.example.yaml");
     let loaded = natter::Config::load(Some(std::path::Path::new(path))).unwrap();
-    assert_eq!(format!("{loaded:?}"), format!("{:?}", natter::Config::default()));
+    assert_eq!(
+        format!("{loaded:?}"),
+        format!("{:?}", natter::Config::default())
+    );
 }
