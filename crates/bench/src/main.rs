@@ -306,14 +306,14 @@ async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()> {
     } else {
         None
     };
-    for p in 0..cfg.pairs {
+    for (p, pair) in pairs.iter().enumerate() {
         let ws = net.connect(n, &format!("s{p}"), "d0").await?;
         n += 1;
         senders.push(tokio::spawn(send(
             ws,
             run.clone(),
             format!("r{p}"),
-            pairs[p].clone(),
+            pair.clone(),
             cfg.devices as u64,
             cfg.window as u64,
             per_sender_rate,
@@ -364,7 +364,11 @@ async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()> {
         slow_codes.push(close_code(&mut ws).await);
     }
 
-    let h = run.latency.lock().unwrap_or_else(|e| e.into_inner());
+    let h = run
+        .latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "scenario: pairs={} window={} rate={} devices={} slow={} size={}",
@@ -506,11 +510,9 @@ async fn receive(mut ws: Ws, run: Arc<Run>, pair: Arc<Pair>) -> anyhow::Result<u
                 got += 1;
                 pair.received.fetch_add(1, Ordering::Relaxed);
                 pair.progress.notify_one();
-                if let Some(at) = create_time(&t) {
-                    if at >= warm {
-                        let _ = local.record(now.saturating_sub(at).max(1));
-                        run.delivered.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Some(at) = create_time(&t).filter(|&at| at >= warm) {
+                    let _ = local.record(now.saturating_sub(at).max(1));
+                    run.delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Some(Ok(Message::Close(c))) => bail!("receiver closed by the server: {c:?}"),
