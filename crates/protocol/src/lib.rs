@@ -101,16 +101,19 @@ pub enum ErrorReason {
     UnsupportedMsgType,
     /// `send_id` names somebody other than the authenticated user.
     SenderMismatch,
+    /// The connection sends faster than its rate limit; the message was not accepted.
+    RateLimited,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 6] = [
+    pub const ALL: [ErrorReason; 7] = [
         ErrorReason::InvalidJson,
         ErrorReason::InvalidMsg,
         ErrorReason::MissingReceiver,
         ErrorReason::BinaryNotSupported,
         ErrorReason::UnsupportedMsgType,
         ErrorReason::SenderMismatch,
+        ErrorReason::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +124,7 @@ impl ErrorReason {
             ErrorReason::BinaryNotSupported => "binary_not_supported",
             ErrorReason::UnsupportedMsgType => "unsupported_msg_type",
             ErrorReason::SenderMismatch => "sender_mismatch",
+            ErrorReason::RateLimited => "rate_limited",
         }
     }
 }

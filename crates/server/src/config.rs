@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub auth: AuthConfig,
     pub heartbeat: HeartbeatConfig,
     pub limits: LimitsConfig,
     pub websocket: WebSocketConfig,
@@ -22,6 +23,34 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the HTTP/WebSocket listener binds.
     pub listen: SocketAddr,
+}
+
+/// Token algorithms the server verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TokenAlgorithm {
+    HS256,
+    RS256,
+    ES256,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 shared secret. Empty (and no public key): development mode, loopback only.
+    pub secret: String,
+    /// `HS256` (with `secret`), or `RS256` / `ES256` (with `public_key_file`).
+    pub algorithm: TokenAlgorithm,
+    /// PEM public key verifying RS256 / ES256 tokens.
+    pub public_key_file: String,
+    /// When set, a token's `iss` must equal it.
+    pub issuer: String,
+    /// When set, a token's `aud` must contain it.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` when a token is checked at connect time.
+    #[serde(deserialize_with = "duration")]
+    pub leeway: Duration,
+    /// Browser origins allowed to open WebSockets besides the server's own; `"*"` allows any.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +73,24 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// WebSocket connections this node accepts at once; past it the upgrade gets HTTP 503.
     pub max_connections: usize,
+    /// Connections (devices) one user may hold on this node; past it the upgrade gets HTTP 429.
+    pub max_connections_per_user: usize,
+    /// Time a client has to send its complete HTTP request head (slow-loris guard).
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Per-connection message rate limit (token bucket).
+    pub rate: RateLimitConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Messages per second a connection may send on average; 0 turns the limit off.
+    pub per_second: f64,
+    /// Messages a connection may send in a burst above the average.
+    pub burst: u32,
+    /// Refused messages in a row after which the connection is closed with 4005.
+    pub close_after: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +134,30 @@ impl Default for ServerConfig {
     }
 }
 
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            secret: String::new(),
+            algorithm: TokenAlgorithm::HS256,
+            public_key_file: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway: Duration::from_secs(30),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_second: 0.0,
+            burst: 100,
+            close_after: 100,
+        }
+    }
+}
+
 impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {
@@ -102,6 +173,9 @@ impl Default for LimitsConfig {
             max_message_size: 64 * 1024,
             outbound_queue: 1024,
             max_connections: 1_000_000,
+            max_connections_per_user: 32,
+            handshake_timeout: Duration::from_secs(10),
+            rate: RateLimitConfig::default(),
         }
     }
 }
@@ -189,6 +263,42 @@ impl Config {
         if self.limits.max_connections == 0 {
             return invalid("limits.max_connections", "must be at least 1");
         }
+        if self.limits.max_connections_per_user == 0 {
+            return invalid("limits.max_connections_per_user", "must be at least 1");
+        }
+        if self.limits.handshake_timeout.is_zero() {
+            return invalid("limits.handshake_timeout", "must be greater than zero");
+        }
+        let rate = &self.limits.rate;
+        if !(rate.per_second >= 0.0 && rate.per_second.is_finite()) {
+            return invalid("limits.rate.per_second", "must be 0 (off) or a positive number");
+        }
+        if rate.per_second > 0.0 && rate.burst == 0 {
+            return invalid("limits.rate.burst", "must be at least 1 when the rate limit is on");
+        }
+        if rate.close_after == 0 {
+            return invalid("limits.rate.close_after", "must be at least 1");
+        }
+        match (self.auth.algorithm, self.auth.public_key_file.is_empty()) {
+            (TokenAlgorithm::HS256, false) => {
+                return invalid(
+                    "auth.public_key_file",
+                    "is for RS256 / ES256; set auth.algorithm, or use auth.secret for HS256",
+                );
+            }
+            (TokenAlgorithm::RS256 | TokenAlgorithm::ES256, true) => {
+                return invalid("auth.public_key_file", "is required for RS256 / ES256");
+            }
+            _ => {}
+        }
+        if !self.server.listen.ip().is_loopback() && !self.auth.token_required() {
+            return invalid(
+                "auth.secret",
+                "is required when server.listen is not a loopback address: without it anybody \
+                 could connect as any user. Set auth.secret (or NATTER__AUTH__SECRET), or listen on \
+                 127.0.0.1 for development",
+            );
+        }
         if self.websocket.read_buffer_size < 128 {
             return invalid("websocket.read_buffer_size", "must be at least 128 bytes");
         }
@@ -199,6 +309,13 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+impl AuthConfig {
+    /// Whether connections must present a valid token (otherwise: development mode).
+    pub fn token_required(&self) -> bool {
+        !self.secret.is_empty() || !self.public_key_file.is_empty()
     }
 }
 

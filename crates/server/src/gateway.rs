@@ -11,17 +11,21 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use axum::{
     extract::{
-        Path, State, WebSocketUpgrade,
+        Path, RawQuery, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket},
     },
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use futures_util::SinkExt;
 use natter_protocol::{CloseCode, DecodeError, ErrorReason, Msg, decode_client_msg};
-use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout_at};
+use std::pin::Pin;
+
+use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at, sleep, timeout_at};
 
 use crate::{
+    auth::{self, AuthError, Identity},
+    config::RateLimitConfig,
     hub::ConnId,
     messaging::{Origin, Refusal},
     metrics::{DropReason, LatencySamples},
@@ -34,42 +38,86 @@ pub const MAX_ID_LEN: usize = 128;
 /// How long a closing connection gets to take its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// `GET /ws/{user_id}/conn/{platform_id}`: checks the request, then upgrades it.
+/// A refusal before the upgrade: an HTTP status with a JSON body `{"error", "detail"}`.
+fn refuse(state: &AppState, status: StatusCode, reason: &'static str, detail: &str) -> Response {
+    state.metrics.upgrade_refused(reason);
+    let body = serde_json::json!({ "error": reason, "detail": detail });
+    (status, axum::Json(body)).into_response()
+}
+
+fn header(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `GET /ws/{user_id}/conn/{platform_id}`: checks the request, then upgrades it. Every check
+/// happens before the upgrade, so a refused client gets a plain HTTP answer.
 pub async fn upgrade(
     Path((user, platform)): Path<(String, String)>,
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    for (name, id) in [("user_id", &user), ("platform_id", &platform)] {
+    for id in [&user, &platform] {
         if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
-            let body = format!(
-                "{{\"error\":\"invalid_{name}\",\"detail\":\"at most {MAX_ID_LEN} bytes, no control characters\"}}"
-            );
-            return (StatusCode::BAD_REQUEST, body).into_response();
+            let detail = format!("ids are at most {MAX_ID_LEN} bytes, no control characters");
+            return refuse(&state, StatusCode::BAD_REQUEST, "invalid_id", &detail);
         }
     }
-    let Some(guard) = state
-        .sessions
-        .try_enter(state.config.limits.max_connections)
-    else {
-        state.metrics.connections_refused.increment(1);
+    if let Some(origin) = header(&headers, header::ORIGIN) {
+        let host = header(&headers, header::HOST);
+        if !auth::origin_allowed(origin, host, &state.config.auth.allowed_origins) {
+            let detail = format!("origin {origin} is not in auth.allowed_origins");
+            return refuse(&state, StatusCode::FORBIDDEN, "origin_forbidden", &detail);
+        }
+    }
+    let (token, protocol) = auth::token_from_request(
+        query.as_deref(),
+        header(&headers, header::AUTHORIZATION),
+        header(&headers, header::SEC_WEBSOCKET_PROTOCOL),
+    );
+    let identity = match state.auth.verify(token, &user, &platform) {
+        Ok(identity) => identity,
+        Err(e) => {
+            let reason = match e {
+                AuthError::Missing => "token_missing",
+                AuthError::Malformed => "token_malformed",
+                AuthError::Expired => "token_expired",
+                AuthError::BadSignature => "token_bad_signature",
+                AuthError::BadIssuer => "token_bad_issuer",
+                AuthError::BadAudience => "token_bad_audience",
+                AuthError::UserMismatch => "token_user_mismatch",
+                AuthError::PlatformMismatch => "token_platform_mismatch",
+            };
+            return refuse(&state, StatusCode::UNAUTHORIZED, reason, e.detail());
+        }
+    };
+    let per_user = state.config.limits.max_connections_per_user;
+    if state.hub.other_devices(&user, &platform) >= per_user {
+        let detail = format!("a user may hold {per_user} connections (limits.max_connections_per_user)");
+        return refuse(&state, StatusCode::TOO_MANY_REQUESTS, "user_connection_limit", &detail);
+    }
+    let Some(guard) = state.sessions.try_enter(state.config.limits.max_connections) else {
         let reason = if state.sessions.is_shutting_down() {
             "server_shutting_down"
         } else {
             "node_connection_limit"
         };
-        let body = format!("{{\"error\":\"{reason}\"}}");
-        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, reason, "try another node or later");
     };
     let cfg = &state.config;
-    ws.read_buffer_size(cfg.websocket.read_buffer_size)
+    let mut ws = ws
+        .read_buffer_size(cfg.websocket.read_buffer_size)
         .write_buffer_size(cfg.websocket.write_buffer_size)
         .max_write_buffer_size(cfg.websocket.max_write_buffer_size)
         .max_message_size(cfg.limits.max_message_size)
-        .max_frame_size(cfg.limits.max_message_size)
-        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .max_frame_size(cfg.limits.max_message_size);
+    if let Some(p) = protocol {
+        ws = ws.protocols([p.to_owned()]);
+    }
+    ws.on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| async move {
-            Session::start(state, socket, user, platform, guard)
+            Session::start(state, socket, identity, platform, guard)
                 .run()
                 .await
         })
@@ -86,6 +134,9 @@ struct Session {
     /// Reused between batches so draining the outbox does not allocate.
     batch: VecDeque<Outbound>,
     last_seen: Instant,
+    /// When the token expires: the connection is closed with 4002 then.
+    expiry: Option<Pin<Box<Sleep>>>,
+    limiter: Option<RateLimiter>,
     _guard: SessionGuard,
 }
 
@@ -101,10 +152,16 @@ impl Session {
     fn start(
         state: AppState,
         socket: WebSocket,
-        user: String,
+        identity: Identity,
         platform: String,
         guard: SessionGuard,
     ) -> Session {
+        let user = identity.user;
+        let expiry = identity.expires_at.map(|exp| {
+            let left = Duration::from_secs(exp.saturating_sub(auth::unix_now()));
+            Box::pin(sleep(left))
+        });
+        let limiter = RateLimiter::new(&state.config.limits.rate);
         let outbox = Arc::new(Outbox::new(state.config.limits.outbound_queue));
         let conn = state.hub.register(&user, &platform, outbox.clone());
         if state.sessions.is_shutting_down() {
@@ -122,6 +179,8 @@ impl Session {
             outbox,
             batch: VecDeque::new(),
             last_seen: Instant::now(),
+            expiry,
+            limiter,
             _guard: guard,
         }
     }
@@ -177,6 +236,7 @@ impl Session {
                         return exit;
                     }
                 }
+                () = until(&mut self.expiry) => return Exit::Close(CloseCode::BadToken),
                 _ = ping.tick() => {
                     if self.last_seen.elapsed() >= hb.timeout {
                         return Exit::Close(CloseCode::HeartbeatTimeout);
@@ -225,6 +285,21 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str) {
+        if let Some(limiter) = &mut self.limiter {
+            match limiter.check(Instant::now()) {
+                Rate::Allow => {}
+                Rate::Refuse => {
+                    let local_id = decode_client_msg(text).map(|m| m.local_id).unwrap_or_default();
+                    self.reply_error(&local_id, ErrorReason::RateLimited, "slow down");
+                    return;
+                }
+                Rate::Close => {
+                    self.state.metrics.frame_rejected(ErrorReason::RateLimited);
+                    self.outbox.close(CloseCode::RateLimited);
+                    return;
+                }
+            }
+        }
         let origin = Origin {
             user: &self.user,
             conn: self.conn,
@@ -330,4 +405,90 @@ async fn write_batch(
         socket.feed(Message::Text(o.frame.clone())).await?;
     }
     socket.flush().await
+}
+
+/// Waits for the timer if there is one, forever otherwise.
+async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A token bucket per connection (`limits.rate`).
+#[derive(Debug)]
+struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    /// Refused messages since the last accepted one.
+    strikes: u32,
+    close_after: u32,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Rate {
+    Allow,
+    /// Refuse this message with an error reply.
+    Refuse,
+    /// Sustained abuse: close the connection (4005).
+    Close,
+}
+
+impl RateLimiter {
+    fn new(cfg: &RateLimitConfig) -> Option<RateLimiter> {
+        (cfg.per_second > 0.0).then(|| RateLimiter {
+            per_second: cfg.per_second,
+            burst: f64::from(cfg.burst),
+            tokens: f64::from(cfg.burst),
+            last: Instant::now(),
+            strikes: 0,
+            close_after: cfg.close_after,
+        })
+    }
+
+    fn check(&mut self, now: Instant) -> Rate {
+        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            return Rate::Allow;
+        }
+        self.strikes += 1;
+        if self.strikes >= self.close_after {
+            Rate::Close
+        } else {
+            Rate::Refuse
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_burst_then_refuses_then_closes() {
+        let cfg = RateLimitConfig {
+            per_second: 10.0,
+            burst: 5,
+            close_after: 3,
+        };
+        let mut rl = RateLimiter::new(&cfg).unwrap();
+        let t0 = rl.last;
+        for _ in 0..5 {
+            assert_eq!(rl.check(t0), Rate::Allow);
+        }
+        assert_eq!(rl.check(t0), Rate::Refuse);
+        assert_eq!(rl.check(t0), Rate::Refuse);
+        // 100 ms later one token is back; an accepted message clears the strikes.
+        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Allow);
+        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Refuse);
+        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Refuse);
+        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Close);
+        assert!(RateLimiter::new(&RateLimitConfig::default()).is_none());
+    }
 }

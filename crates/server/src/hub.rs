@@ -154,6 +154,15 @@ impl Hub {
         }
     }
 
+    /// How many connections `user` holds here on platforms other than `platform` (a new
+    /// connection on `platform` would replace, not add).
+    pub fn other_devices(&self, user: &str, platform: &str) -> usize {
+        let shard = self.shard(user);
+        shard.get(user).map_or(0, |ds| {
+            ds.iter().filter(|d| &*d.platform != platform).count()
+        })
+    }
+
     /// The platforms on which `user` is connected to this node.
     pub fn platforms(&self, user: &str) -> Vec<String> {
         let shard = self.shard(user);

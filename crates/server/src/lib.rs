@@ -9,6 +9,7 @@
 //! receiving connections' outboxes, which their own gateway sessions write out.
 //!
 //! - [`config`]: the [`Config`](config::Config) struct, loaded from defaults, YAML and `NATTER__*`.
+//! - [`auth`]: token verification and minting (JWT), token transport, the origin check.
 //! - [`server`]: binds, wires the state together, serves, shuts down gracefully.
 //! - [`gateway`]: the WebSocket route and the session task that owns each socket.
 //! - [`messaging`]: validates and stamps a message, picks its recipients, builds the ack.
@@ -20,6 +21,7 @@
 //!
 //! Wire types (`Msg`, close codes, error reasons) live in the `natter-protocol` crate.
 
+pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod http;

@@ -18,6 +18,23 @@ struct Cli {
 enum Command {
     /// Run the server (the default when no command is given).
     Serve(ServeArgs),
+    /// Print a token for a user, signed with the configured auth.secret (HS256).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The user id (the token's `sub`).
+    user: String,
+    /// Bind the token to this platform id.
+    #[arg(long)]
+    platform: Option<String>,
+    /// How long the token is valid: 30m, 1h, 7d...
+    #[arg(long, default_value = "1h", value_parser = natter::config::parse_duration)]
+    ttl: std::time::Duration,
+    /// YAML configuration file holding auth.secret (or set NATTER__AUTH__SECRET).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Default)]
@@ -34,6 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,21 +66,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+        config.validate()?;
     }
     init_logging(config.log.format);
+    if !config.auth.token_required() {
+        tracing::warn!(
+            "DEVELOPMENT MODE: no auth.secret is set, so anybody can connect as any user id. \
+             This is only allowed on a loopback address; set auth.secret for real use"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let server = Server::bind(config.clone())
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
+        let server = Server::bind(config).await?;
         tracing::info!(addr = %server.local_addr()?, "natter listening");
         server.run(shutdown_signal()).await?;
         tracing::info!("natter stopped");
         Ok(())
     })
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let auth = natter::auth::Auth::new(&config.auth)?;
+    let token = auth.mint(&args.user, args.platform.as_deref(), args.ttl)?;
+    println!("{token}");
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -92,6 +92,7 @@ pub enum DropReason {
 }
 
 pub struct Metrics {
+    recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pub connections: Gauge,
     pub connections_opened: Counter,
@@ -168,6 +169,7 @@ impl Metrics {
             slow_consumer_disconnects: counter("natter_slow_consumer_disconnects_total", vec![]),
             delivery_latency: LatencyHistogram::default(),
             handle,
+            recorder,
         }
     }
 
@@ -184,6 +186,16 @@ impl Metrics {
         if let Some(i) = ErrorReason::ALL.iter().position(|r| *r == reason) {
             self.frames_rejected[i].increment(1);
         }
+    }
+
+    /// Counts a WebSocket upgrade refused before it happened (bad token, limits, origin...).
+    pub fn upgrade_refused(&self, reason: &'static str) {
+        self.connections_refused.increment(1);
+        let key = Key::from_parts(
+            "natter_upgrades_refused_total",
+            vec![Label::new("reason", reason)],
+        );
+        self.recorder.register_counter(&key, &METADATA).increment(1);
     }
 
     pub fn frame_too_big(&self) {

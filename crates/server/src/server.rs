@@ -7,54 +7,119 @@
 use std::{
     future::Future,
     net::SocketAddr,
+    time::Duration,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
-use axum::{Router, routing::get, serve::ListenerExt};
+use axum::{Router, routing::get};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use natter_protocol::CloseCode;
-use std::future::IntoFuture;
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, watch},
+};
 
-use tokio::{net::TcpListener, sync::Notify};
-
-use crate::{config::Config, gateway, http, hub::Hub, messaging::Messaging, metrics::Metrics};
+use crate::{
+    auth::{Auth, KeyError},
+    config::Config,
+    gateway, http,
+    hub::Hub,
+    messaging::Messaging,
+    metrics::Metrics,
+};
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
     pub hub: Arc<Hub>,
     pub messaging: Arc<Messaging>,
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
 }
 
-/// Counts live WebSocket sessions, enforces the node limit, and lets shutdown wait for zero.
+/// Counts tasks in flight (sessions, HTTP connections), can cap them, and lets shutdown wait
+/// until none is left.
+#[derive(Debug, Default, Clone)]
+pub struct Tracker(Arc<TrackerInner>);
+
 #[derive(Debug, Default)]
-pub struct Sessions {
+struct TrackerInner {
     live: AtomicUsize,
-    shutting_down: AtomicBool,
-    all_gone: Notify,
+    idle: Notify,
 }
 
-/// Held by a session for its whole life; dropping it counts the session out.
+/// Held by a tracked task for its whole life; dropping it counts the task out.
 #[derive(Debug)]
-pub struct SessionGuard(Arc<Sessions>);
+pub struct TrackerGuard(Arc<TrackerInner>);
 
-impl Sessions {
-    /// Counts a new session in, unless the node is full or shutting down.
-    pub fn try_enter(self: &Arc<Self>, max: usize) -> Option<SessionGuard> {
-        if self.is_shutting_down() {
-            return None;
-        }
-        self.live
+impl Tracker {
+    pub fn enter(&self) -> TrackerGuard {
+        self.0.live.fetch_add(1, Ordering::AcqRel);
+        TrackerGuard(self.0.clone())
+    }
+
+    /// Counts a task in unless `max` are live already.
+    pub fn try_enter(&self, max: usize) -> Option<TrackerGuard> {
+        self.0
+            .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| SessionGuard(self.clone()))
+            .map(|_| TrackerGuard(self.0.clone()))
+    }
+
+    pub fn live(&self) -> usize {
+        self.0.live.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no tracked task is left.
+    pub async fn wait(&self) {
+        loop {
+            let idle = self.0.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.live() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for TrackerGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The node's WebSocket sessions: the count the node limit applies to, and the shutdown flag.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    tracker: Tracker,
+    shutting_down: AtomicBool,
+}
+
+/// Held by a session for its whole life.
+pub type SessionGuard = TrackerGuard;
+
+impl Sessions {
+    /// Counts a new session in, unless the node is full or shutting down.
+    pub fn try_enter(&self, max: usize) -> Option<SessionGuard> {
+        if self.is_shutting_down() {
+            return None;
+        }
+        self.tracker.try_enter(max)
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -62,28 +127,17 @@ impl Sessions {
     }
 
     pub fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
-    }
-
-    async fn wait_all_gone(&self) {
-        loop {
-            let notified = self.all_gone.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.live() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.tracker.live()
     }
 }
 
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.all_gone.notify_waiters();
-        }
-    }
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// A bound, not yet running server.
@@ -94,13 +148,17 @@ pub struct Server {
 
 impl Server {
     /// Binds `config.server.listen` and builds the node's state.
-    pub async fn bind(config: Config) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(config.server.listen).await?;
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let auth = Arc::new(Auth::new(&config.auth)?);
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| StartError::Bind(config.server.listen, e))?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::default());
         let messaging = Arc::new(Messaging::new(hub.clone(), metrics.clone()));
         let state = AppState {
             config: Arc::new(config),
+            auth,
             hub,
             messaging,
             metrics,
@@ -128,19 +186,13 @@ impl Server {
             .merge(http::routes())
             .with_state(state.clone());
 
-        let stop_accepting = Arc::new(Notify::new());
-        let serve = tokio::spawn({
-            let stop_accepting = stop_accepting.clone();
-            // Chat frames are small and latency-bound: no Nagle delay.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY failed");
-                }
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop_accepting.notified().await })
-                .into_future()
-        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let serve = tokio::spawn(accept_loop(
+            listener,
+            app,
+            state.config.limits.handshake_timeout,
+            stop_rx,
+        ));
 
         shutdown.await;
         let deadline = tokio::time::Instant::now() + state.config.shutdown.timeout;
@@ -149,16 +201,15 @@ impl Server {
             "shutting down: closing connections with 1001"
         );
         state.sessions.shutting_down.store(true, Ordering::Release);
-        stop_accepting.notify_one();
+        let _ = stop_tx.send(true);
         state.hub.close_all(CloseCode::GoingAway);
         // The listener closes and plain HTTP requests finish; WebSocket sessions are ours to
         // wait for. Both within the one deadline.
         let result = match tokio::time::timeout_at(deadline, serve).await {
-            Ok(Ok(r)) => r,
             Ok(Err(join)) => Err(std::io::Error::other(join)),
-            Err(_) => Ok(()),
+            Ok(Ok(())) | Err(_) => Ok(()),
         };
-        if tokio::time::timeout_at(deadline, state.sessions.wait_all_gone())
+        if tokio::time::timeout_at(deadline, state.sessions.tracker.wait())
             .await
             .is_err()
         {
@@ -170,3 +221,58 @@ impl Server {
         result
     }
 }
+
+/// Accepts TCP connections and serves HTTP/1.1 on each until `stop` turns true; then lets the
+/// HTTP connections in progress finish (upgraded WebSockets are no longer HTTP connections).
+///
+/// Our own loop rather than `axum::serve`, for the handshake timeout: a client must send its
+/// whole request head within `handshake_timeout` (slow-loris), and idle keep-alive connections
+/// are closed after it too.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    handshake_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let connections = Tracker::default();
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => tcp,
+                Err(e) => {
+                    // Out of descriptors or a transient error: back off, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        // Chat frames are small and latency-bound: no Nagle delay.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY failed");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        let guard = connections.enter();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(handshake_timeout)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(guard);
+        });
+    }
+    drop(listener);
+    connections.wait().await;
+}
+

@@ -120,3 +120,35 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[tokio::test]
+async fn refuses_to_listen_publicly_without_a_secret() {
+    fails_naming(
+        natter().args(["serve", "--listen", "0.0.0.0:0"]),
+        "auth.secret",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn token_command_mints_a_token_the_server_accepts() {
+    let out = natter()
+        .args(["token", "alice", "--platform", "phone", "--ttl", "10m"])
+        .env("NATTER__AUTH__SECRET", "cli-secret")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut config = natter::Config::default();
+    config.auth.secret = "cli-secret".into();
+    let auth = natter::auth::Auth::new(&config.auth).unwrap();
+    let id = auth.verify(Some(&token), "alice", "phone").unwrap();
+    let exp = id.expires_at.unwrap();
+    let now = natter::auth::unix_now();
+    assert!(exp > now + 500 && exp <= now + 600, "ttl 10m: exp {exp}, now {now}");
+
+    let no_secret = natter().args(["token", "alice"]).output().await.unwrap();
+    assert!(!no_secret.status.success());
+    assert!(String::from_utf8_lossy(&no_secret.stderr).contains("auth.secret"));
+}

@@ -234,3 +234,45 @@ pub async fn raw_read_close_code(stream: &mut TcpStream) -> u16 {
         }
     }
 }
+
+/// Connects with extra request headers; returns the client or the HTTP refusal (status, body).
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Client, tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>), (u16, String)>
+{
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let mut req = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    match connect_async(req).await {
+        Ok((ws, resp)) => Ok((Client { ws }, resp.map(|_| None))),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .map(|b| String::from_utf8_lossy(&b).to_string())
+                .unwrap_or_default();
+            Err((status, body))
+        }
+        Err(e) => panic!("connect failed: {e}"),
+    }
+}
+
+/// A config in token mode with HS256 secret `secret`.
+pub fn secret_config(secret: &str) -> Config {
+    let mut config = test_config();
+    config.auth.secret = secret.to_string();
+    config
+}
+
+pub fn mint(config: &Config, user: &str, platform: Option<&str>, ttl: Duration) -> String {
+    natter::auth::Auth::new(&config.auth)
+        .unwrap()
+        .mint(user, platform, ttl)
+        .unwrap()
+}

@@ -1,0 +1,372 @@
+//! Who is connecting: token verification, token minting, and the origin check.
+//!
+//! A token is a JWT whose `sub` is the user id, with `exp` required; `iss` and `aud` are checked
+//! when configured, and an optional `platform` claim binds the token to one platform id. With no
+//! key configured the server is in development mode: the path's user id is taken as is, and the
+//! config refuses that anywhere but on a loopback address.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AuthConfig, TokenAlgorithm};
+
+/// The claims Natter reads and writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Binds the token to one platform id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+/// An authenticated connection's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    /// When the token expires (Unix seconds); `None` in development mode.
+    pub expires_at: Option<u64>,
+}
+
+/// Why a connection was refused before the upgrade (HTTP 401). The string is the JSON reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("token_missing")]
+    Missing,
+    #[error("token_malformed")]
+    Malformed,
+    #[error("token_expired")]
+    Expired,
+    #[error("token_bad_signature")]
+    BadSignature,
+    #[error("token_bad_issuer")]
+    BadIssuer,
+    #[error("token_bad_audience")]
+    BadAudience,
+    #[error("token_user_mismatch")]
+    UserMismatch,
+    #[error("token_platform_mismatch")]
+    PlatformMismatch,
+}
+
+impl AuthError {
+    pub fn detail(self) -> &'static str {
+        match self {
+            AuthError::Missing => {
+                "no token: pass ?token=, an Authorization: Bearer header, or a bearer.<token> subprotocol"
+            }
+            AuthError::Malformed => "the token is not a well-formed JWT for this server",
+            AuthError::Expired => "the token has expired",
+            AuthError::BadSignature => "the token's signature does not verify",
+            AuthError::BadIssuer => "the token's iss is not the configured issuer",
+            AuthError::BadAudience => "the token's aud does not include the configured audience",
+            AuthError::UserMismatch => "the token's sub is not the user id in the URL",
+            AuthError::PlatformMismatch => "the token is bound to another platform",
+        }
+    }
+}
+
+/// A key that cannot be used, found at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("auth.public_key_file `{path}`: {problem}")]
+pub struct KeyError {
+    path: String,
+    problem: String,
+}
+
+enum Mode {
+    Development,
+    Jwt {
+        decoding: Box<DecodingKey>,
+        /// Present for HS256 only: the server can mint tokens with the shared secret.
+        encoding: Option<Box<EncodingKey>>,
+        validation: Box<Validation>,
+    },
+}
+
+pub struct Auth {
+    mode: Mode,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            Mode::Development => "development",
+            Mode::Jwt { .. } => "jwt",
+        };
+        f.debug_struct("Auth").field("mode", &mode).finish()
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl Auth {
+    pub fn new(config: &AuthConfig) -> Result<Auth, KeyError> {
+        let issuer = non_empty(&config.issuer);
+        let audience = non_empty(&config.audience);
+        if !config.token_required() {
+            return Ok(Auth {
+                mode: Mode::Development,
+                issuer,
+                audience,
+            });
+        }
+        let (algorithm, decoding, encoding) = match config.algorithm {
+            TokenAlgorithm::HS256 => (
+                Algorithm::HS256,
+                DecodingKey::from_secret(config.secret.as_bytes()),
+                Some(Box::new(EncodingKey::from_secret(config.secret.as_bytes()))),
+            ),
+            alg @ (TokenAlgorithm::RS256 | TokenAlgorithm::ES256) => {
+                let path = &config.public_key_file;
+                let key_error = |problem: String| KeyError {
+                    path: path.clone(),
+                    problem,
+                };
+                let pem = std::fs::read(path).map_err(|e| key_error(e.to_string()))?;
+                let (algorithm, key) = if alg == TokenAlgorithm::RS256 {
+                    (Algorithm::RS256, DecodingKey::from_rsa_pem(&pem))
+                } else {
+                    (Algorithm::ES256, DecodingKey::from_ec_pem(&pem))
+                };
+                (algorithm, key.map_err(|e| key_error(e.to_string()))?, None)
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = config.leeway.as_secs();
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Auth {
+            mode: Mode::Jwt {
+                decoding: Box::new(decoding),
+                encoding,
+                validation: Box::new(validation),
+            },
+            issuer,
+            audience,
+        })
+    }
+
+    pub fn is_development(&self) -> bool {
+        matches!(self.mode, Mode::Development)
+    }
+
+    /// Checks that `token` lets its bearer connect as `user` on `platform`.
+    pub fn verify(
+        &self,
+        token: Option<&str>,
+        user: &str,
+        platform: &str,
+    ) -> Result<Identity, AuthError> {
+        let Mode::Jwt {
+            decoding,
+            validation,
+            ..
+        } = &self.mode
+        else {
+            return Ok(Identity {
+                user: user.to_owned(),
+                expires_at: None,
+            });
+        };
+        let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        let claims = decode::<Claims>(token, decoding, validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidIssuer => AuthError::BadIssuer,
+                ErrorKind::InvalidAudience => AuthError::BadAudience,
+                _ => AuthError::Malformed,
+            })?
+            .claims;
+        if claims.sub != user {
+            return Err(AuthError::UserMismatch);
+        }
+        if claims.platform.as_deref().is_some_and(|p| p != platform) {
+            return Err(AuthError::PlatformMismatch);
+        }
+        Ok(Identity {
+            user: claims.sub,
+            expires_at: Some(claims.exp),
+        })
+    }
+
+    /// Signs a token for `user` valid for `ttl` (HS256 with the configured secret).
+    pub fn mint(
+        &self,
+        user: &str,
+        platform: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, MintError> {
+        let Mode::Jwt {
+            encoding: Some(key),
+            ..
+        } = &self.mode
+        else {
+            return Err(MintError::NoSecret);
+        };
+        let now = unix_now();
+        let claims = Claims {
+            sub: user.to_owned(),
+            exp: now + ttl.as_secs(),
+            iat: Some(now),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            platform: platform.map(str::to_owned),
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, key)
+            .map_err(|e| MintError::Sign(e.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("minting tokens needs auth.secret (HS256); RS256/ES256 tokens are signed by your own backend")]
+    NoSecret,
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The token a WebSocket request carries: `?token=` in the query, an `Authorization: Bearer`
+/// header, or a `bearer.<token>` entry in `Sec-WebSocket-Protocol`. Also returns the
+/// subprotocol to select, when the token came that way.
+pub fn token_from_request<'a>(
+    query: Option<&'a str>,
+    authorization: Option<&'a str>,
+    protocols: Option<&'a str>,
+) -> (Option<&'a str>, Option<&'a str>) {
+    let from_query = query.and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+    });
+    if let Some(t) = from_query {
+        return (Some(t), None);
+    }
+    let from_header = authorization.and_then(|h| {
+        h.strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+            .map(str::trim)
+    });
+    if let Some(t) = from_header {
+        return (Some(t), None);
+    }
+    let offered = protocols.into_iter().flat_map(|p| p.split(',')).map(str::trim);
+    let mut token = None;
+    let mut named = None;
+    for p in offered {
+        if let Some(t) = p.strip_prefix(BEARER_PROTOCOL_PREFIX) {
+            token = Some(t);
+        } else if p == PROTOCOL {
+            named = Some(p);
+        }
+    }
+    // The server must answer with one of the offered protocols: `natter` when offered, else the
+    // bearer entry itself.
+    let selected = match (token, named) {
+        (Some(_), Some(n)) => Some(n),
+        (Some(t), None) => protocols
+            .into_iter()
+            .flat_map(|p| p.split(','))
+            .map(str::trim)
+            .find(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX) == Some(t)),
+        _ => None,
+    };
+    (token, selected)
+}
+
+/// The subprotocol name a browser client offers beside its `bearer.<token>` entry.
+pub const PROTOCOL: &str = "natter";
+pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// Whether a browser `origin` may open a WebSocket to a server reached as `host`.
+pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    // Same origin: the Origin's authority is the Host the browser connected to.
+    let authority = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin);
+    host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hs(secret: &str) -> Auth {
+        Auth::new(&AuthConfig {
+            secret: secret.into(),
+            ..AuthConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn minted_tokens_verify_and_bind_user_and_platform() {
+        let auth = hs("s3cret");
+        let t = auth
+            .mint("alice", Some("phone"), Duration::from_secs(60))
+            .unwrap();
+        let id = auth.verify(Some(&t), "alice", "phone").unwrap();
+        assert_eq!(id.user, "alice");
+        assert_eq!(auth.verify(Some(&t), "bob", "phone"), Err(AuthError::UserMismatch));
+        assert_eq!(auth.verify(Some(&t), "alice", "web"), Err(AuthError::PlatformMismatch));
+        assert_eq!(hs("other").verify(Some(&t), "alice", "phone"), Err(AuthError::BadSignature));
+        assert_eq!(auth.verify(None, "alice", "phone"), Err(AuthError::Missing));
+        assert_eq!(auth.verify(Some("x.y.z"), "alice", "phone"), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn token_sources() {
+        assert_eq!(token_from_request(Some("a=1&token=T"), None, None), (Some("T"), None));
+        assert_eq!(token_from_request(None, Some("Bearer T"), None), (Some("T"), None));
+        assert_eq!(
+            token_from_request(None, None, Some("natter, bearer.T")),
+            (Some("T"), Some("natter"))
+        );
+        assert_eq!(
+            token_from_request(None, None, Some("bearer.T")),
+            (Some("T"), Some("bearer.T"))
+        );
+        assert_eq!(token_from_request(None, None, Some("natter")), (None, None));
+    }
+
+    #[test]
+    fn origins() {
+        let none: Vec<String> = vec![];
+        assert!(origin_allowed("http://chat.example:50000", Some("chat.example:50000"), &none));
+        assert!(!origin_allowed("https://evil.example", Some("chat.example"), &none));
+        assert!(origin_allowed("https://app.example", Some("x"), &["https://app.example".into()]));
+        assert!(origin_allowed("https://any.example", Some("x"), &["*".into()]));
+    }
+}
