@@ -2,6 +2,7 @@
 //! build, loopback). Scenarios:
 //!
 //! - `idle`: open N connections that do nothing; report the server's RSS per connection.
+//! - `connect`: handshakes per second, with or without token verification.
 //! - `pairs`: senders → receivers, unpaced with a window of unacknowledged messages, or paced at
 //!   a fixed total rate; `--devices` gives every receiver several connections (multi-device
 //!   fan-out); `--slow K` adds K receivers that never read while flooders write to them.
@@ -57,6 +58,16 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         hold: u64,
     },
+    /// Connection rate: N WebSocket handshakes, C at a time (with tokens when --secret is given).
+    Connect {
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// HS256 secret the server was started with; tokens are minted before timing starts.
+        #[arg(long)]
+        secret: Option<String>,
+    },
     /// Sender → receiver pairs.
     Pairs {
         #[arg(long, default_value_t = 50)]
@@ -105,6 +116,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server_pid,
             hold,
         } => idle(&net, conns, server_pid, hold).await,
+        Scenario::Connect {
+            conns,
+            concurrency,
+            secret,
+        } => connect_rate(&net, conns, concurrency.max(1), secret.as_deref()).await,
         Scenario::Pairs {
             pairs,
             window,
@@ -138,6 +154,16 @@ struct Net {
 impl Net {
     /// Connects as `user` on `platform`, from source address number `n`.
     async fn connect(&self, n: usize, user: &str, platform: &str) -> anyhow::Result<Ws> {
+        self.connect_with_token(n, user, platform, None).await
+    }
+
+    async fn connect_with_token(
+        &self,
+        n: usize,
+        user: &str,
+        platform: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<Ws> {
         let source = Ipv4Addr::new(127, 0, 0, 2 + (n % self.sources as usize) as u8);
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::from((source, 0)))?;
@@ -146,7 +172,11 @@ impl Net {
             .await
             .with_context(|| format!("connecting from {source} to {}", self.server))?;
         tcp.set_nodelay(true)?;
-        let url = format!("ws://{}/ws/{user}/conn/{platform}", self.server);
+        let mut url = format!("ws://{}/ws/{user}/conn/{platform}", self.server);
+        if let Some(token) = token {
+            url.push_str("?token=");
+            url.push_str(token);
+        }
         // Small client buffers: the bench holds tens of thousands of connections.
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
@@ -201,6 +231,60 @@ async fn idle(net: &Net, conns: usize, pid: u32, hold: u64) -> anyhow::Result<()
         (after.saturating_sub(before)) as f64 / n
     );
     drop(held);
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    exp: u64,
+}
+
+async fn connect_rate(
+    net: &Net,
+    conns: usize,
+    concurrency: usize,
+    secret: Option<&str>,
+) -> anyhow::Result<()> {
+    let users: Vec<String> = (0..conns).map(|i| format!("c{i}")).collect();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    let tokens: Vec<Option<String>> = match secret {
+        Some(secret) => {
+            let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+            let header = jsonwebtoken::Header::default();
+            users
+                .iter()
+                .map(|sub| jsonwebtoken::encode(&header, &Claims { sub, exp }, &key).map(Some))
+                .collect::<Result<_, _>>()?
+        }
+        None => vec![None; conns],
+    };
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<Ws>> = stream::iter(0..conns)
+        .map(|i| {
+            let (user, token) = (&users[i], tokens[i].as_deref());
+            async move { net.connect_with_token(i, user, "bench", token).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        eprintln!("first failure: {e:#}");
+    }
+    println!(
+        "scenario: connect conns={conns} concurrency={concurrency} auth={}",
+        if secret.is_some() { "jwt" } else { "none" }
+    );
+    println!("handshakes: {ok} ok of {conns} in {secs:.2} s = {:.0}/s", ok as f64 / secs);
+    drop(results);
+    if ok != conns {
+        bail!("{} handshakes failed", conns - ok);
+    }
     Ok(())
 }
 
