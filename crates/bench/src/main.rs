@@ -280,7 +280,10 @@ async fn connect_rate(
         "scenario: connect conns={conns} concurrency={concurrency} auth={}",
         if secret.is_some() { "jwt" } else { "none" }
     );
-    println!("handshakes: {ok} ok of {conns} in {secs:.2} s = {:.0}/s", ok as f64 / secs);
+    println!(
+        "handshakes: {ok} ok of {conns} in {secs:.2} s = {:.0}/s",
+        ok as f64 / secs
+    );
     drop(results);
     if ok != conns {
         bail!("{} handshakes failed", conns - ok);

@@ -13,7 +13,8 @@ pub mod msg_type {
     pub const SINGLE: i32 = 0;
     /// Group chat message (`receiver_id` is the group id).
     pub const GROUP: i32 = 1;
-    /// Read receipt.
+    /// Read receipt: `content` is the `server_id` of the last message read; every message from
+    /// `receiver_id` to the reader up to it is marked read.
     pub const READ: i32 = 23;
     /// Server reply to a message the client sent: the ack, or an error reply
     /// (`content_type` [`super::content_type::ERROR`]).
@@ -50,6 +51,10 @@ pub struct Msg {
     pub send_time: i64,
     #[serde(default)]
     pub seq: i64,
+    /// Natter's addition: the message's place in the sender's sent stream (0 until stored).
+    /// Unknown to the tutorial's clients, which ignore it.
+    #[serde(default)]
+    pub send_seq: i64,
     #[serde(default)]
     pub msg_type: i32,
     #[serde(default)]
@@ -103,10 +108,12 @@ pub enum ErrorReason {
     SenderMismatch,
     /// The connection sends faster than its rate limit; the message was not accepted.
     RateLimited,
+    /// The store could not commit the message: it was not accepted; send it again later.
+    StoreUnavailable,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 7] = [
+    pub const ALL: [ErrorReason; 8] = [
         ErrorReason::InvalidJson,
         ErrorReason::InvalidMsg,
         ErrorReason::MissingReceiver,
@@ -114,6 +121,7 @@ impl ErrorReason {
         ErrorReason::UnsupportedMsgType,
         ErrorReason::SenderMismatch,
         ErrorReason::RateLimited,
+        ErrorReason::StoreUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +133,7 @@ impl ErrorReason {
             ErrorReason::UnsupportedMsgType => "unsupported_msg_type",
             ErrorReason::SenderMismatch => "sender_mismatch",
             ErrorReason::RateLimited => "rate_limited",
+            ErrorReason::StoreUnavailable => "store_unavailable",
         }
     }
 }

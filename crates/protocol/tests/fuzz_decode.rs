@@ -5,8 +5,18 @@ use natter_protocol::{ErrorReason, decode_client_msg};
 use proptest::prelude::*;
 
 const FIELDS: &[&str] = &[
-    "send_id", "receiver_id", "local_id", "server_id", "create_time", "send_time", "seq",
-    "msg_type", "content_type", "content", "is_read", "unknown",
+    "send_id",
+    "receiver_id",
+    "local_id",
+    "server_id",
+    "create_time",
+    "send_time",
+    "seq",
+    "msg_type",
+    "content_type",
+    "content",
+    "is_read",
+    "unknown",
 ];
 
 fn json_value() -> impl Strategy<Value = String> {

@@ -38,28 +38,35 @@ pub struct Identity {
     pub expires_at: Option<u64>,
 }
 
-/// Why a connection was refused before the upgrade (HTTP 401). The string is the JSON reason.
+/// Why a connection was refused before the upgrade (HTTP 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.reason())]
 pub enum AuthError {
-    #[error("token_missing")]
     Missing,
-    #[error("token_malformed")]
     Malformed,
-    #[error("token_expired")]
     Expired,
-    #[error("token_bad_signature")]
     BadSignature,
-    #[error("token_bad_issuer")]
     BadIssuer,
-    #[error("token_bad_audience")]
     BadAudience,
-    #[error("token_user_mismatch")]
     UserMismatch,
-    #[error("token_platform_mismatch")]
     PlatformMismatch,
 }
 
 impl AuthError {
+    /// The JSON `error` value and metric label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Malformed => "token_malformed",
+            AuthError::Expired => "token_expired",
+            AuthError::BadSignature => "token_bad_signature",
+            AuthError::BadIssuer => "token_bad_issuer",
+            AuthError::BadAudience => "token_bad_audience",
+            AuthError::UserMismatch => "token_user_mismatch",
+            AuthError::PlatformMismatch => "token_platform_mismatch",
+        }
+    }
+
     pub fn detail(self) -> &'static str {
         match self {
             AuthError::Missing => {
@@ -172,6 +179,32 @@ impl Auth {
         matches!(self.mode, Mode::Development)
     }
 
+    /// Who presents `token` (HTTP API). In development mode there is no token: the caller names
+    /// the user (`dev_user`).
+    pub fn identify(
+        &self,
+        token: Option<&str>,
+        dev_user: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        if self.is_development() {
+            let user = dev_user
+                .filter(|u| !u.is_empty())
+                .ok_or(AuthError::Missing)?;
+            return Ok(Identity {
+                user: user.to_owned(),
+                expires_at: None,
+            });
+        }
+        let Some(sub) = token.and_then(unverified_sub) else {
+            return Err(if token.is_some() {
+                AuthError::Malformed
+            } else {
+                AuthError::Missing
+            });
+        };
+        self.verify(token, &sub, "")
+    }
+
     /// Checks that `token` lets its bearer connect as `user` on `platform`.
     pub fn verify(
         &self,
@@ -203,7 +236,7 @@ impl Auth {
         if claims.sub != user {
             return Err(AuthError::UserMismatch);
         }
-        if claims.platform.as_deref().is_some_and(|p| p != platform) {
+        if !platform.is_empty() && claims.platform.as_deref().is_some_and(|p| p != platform) {
             return Err(AuthError::PlatformMismatch);
         }
         Ok(Identity {
@@ -242,10 +275,24 @@ impl Auth {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
-    #[error("minting tokens needs auth.secret (HS256); RS256/ES256 tokens are signed by your own backend")]
+    #[error(
+        "minting tokens needs auth.secret (HS256); RS256/ES256 tokens are signed by your own backend"
+    )]
     NoSecret,
     #[error("signing failed: {0}")]
     Sign(String),
+}
+
+/// The `sub` of a JWT, read without checking anything: only to know which user to verify the
+/// token for. `verify` then checks the signature and every claim.
+fn unverified_sub(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Sub {
+        sub: String,
+    }
+    jsonwebtoken::dangerous::insecure_decode_claims::<Sub>(token)
+        .ok()
+        .map(|s| s.sub)
 }
 
 pub fn unix_now() -> u64 {
@@ -263,11 +310,7 @@ pub fn token_from_request<'a>(
     authorization: Option<&'a str>,
     protocols: Option<&'a str>,
 ) -> (Option<&'a str>, Option<&'a str>) {
-    let from_query = query.and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-    });
-    if let Some(t) = from_query {
+    if let Some(t) = crate::http::query_param(query, "token") {
         return (Some(t), None);
     }
     let from_header = authorization.and_then(|h| {
@@ -278,7 +321,10 @@ pub fn token_from_request<'a>(
     if let Some(t) = from_header {
         return (Some(t), None);
     }
-    let offered = protocols.into_iter().flat_map(|p| p.split(',')).map(str::trim);
+    let offered = protocols
+        .into_iter()
+        .flat_map(|p| p.split(','))
+        .map(str::trim);
     let mut token = None;
     let mut named = None;
     for p in offered {
@@ -308,7 +354,10 @@ pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
 
 /// Whether a browser `origin` may open a WebSocket to a server reached as `host`.
 pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
-    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
         return true;
     }
     // Same origin: the Origin's authority is the Host the browser connected to.
@@ -339,17 +388,35 @@ mod tests {
             .unwrap();
         let id = auth.verify(Some(&t), "alice", "phone").unwrap();
         assert_eq!(id.user, "alice");
-        assert_eq!(auth.verify(Some(&t), "bob", "phone"), Err(AuthError::UserMismatch));
-        assert_eq!(auth.verify(Some(&t), "alice", "web"), Err(AuthError::PlatformMismatch));
-        assert_eq!(hs("other").verify(Some(&t), "alice", "phone"), Err(AuthError::BadSignature));
+        assert_eq!(
+            auth.verify(Some(&t), "bob", "phone"),
+            Err(AuthError::UserMismatch)
+        );
+        assert_eq!(
+            auth.verify(Some(&t), "alice", "web"),
+            Err(AuthError::PlatformMismatch)
+        );
+        assert_eq!(
+            hs("other").verify(Some(&t), "alice", "phone"),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(auth.verify(None, "alice", "phone"), Err(AuthError::Missing));
-        assert_eq!(auth.verify(Some("x.y.z"), "alice", "phone"), Err(AuthError::Malformed));
+        assert_eq!(
+            auth.verify(Some("x.y.z"), "alice", "phone"),
+            Err(AuthError::Malformed)
+        );
     }
 
     #[test]
     fn token_sources() {
-        assert_eq!(token_from_request(Some("a=1&token=T"), None, None), (Some("T"), None));
-        assert_eq!(token_from_request(None, Some("Bearer T"), None), (Some("T"), None));
+        assert_eq!(
+            token_from_request(Some("a=1&token=T"), None, None),
+            (Some("T"), None)
+        );
+        assert_eq!(
+            token_from_request(None, Some("Bearer T"), None),
+            (Some("T"), None)
+        );
         assert_eq!(
             token_from_request(None, None, Some("natter, bearer.T")),
             (Some("T"), Some("natter"))
@@ -364,9 +431,25 @@ mod tests {
     #[test]
     fn origins() {
         let none: Vec<String> = vec![];
-        assert!(origin_allowed("http://chat.example:50000", Some("chat.example:50000"), &none));
-        assert!(!origin_allowed("https://evil.example", Some("chat.example"), &none));
-        assert!(origin_allowed("https://app.example", Some("x"), &["https://app.example".into()]));
-        assert!(origin_allowed("https://any.example", Some("x"), &["*".into()]));
+        assert!(origin_allowed(
+            "http://chat.example:50000",
+            Some("chat.example:50000"),
+            &none
+        ));
+        assert!(!origin_allowed(
+            "https://evil.example",
+            Some("chat.example"),
+            &none
+        ));
+        assert!(origin_allowed(
+            "https://app.example",
+            Some("x"),
+            &["https://app.example".into()]
+        ));
+        assert!(origin_allowed(
+            "https://any.example",
+            Some("x"),
+            &["*".into()]
+        ));
     }
 }

@@ -15,7 +15,50 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub websocket: WebSocketConfig,
     pub shutdown: ShutdownConfig,
+    pub storage: StorageConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Nothing is stored: live delivery only, `seq` stays 0.
+    None,
+    /// A file under `storage.path` (the embedded default).
+    Sqlite,
+    /// `storage.url`; required for a cluster.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite`, `postgres` or `none`.
+    pub backend: StorageBackend,
+    /// Directory of the SQLite database (`natter.db` inside it); created if missing.
+    pub path: String,
+    /// PostgreSQL URL, e.g. `postgres://natter@db:5432/natter`.
+    pub url: String,
+    /// PostgreSQL connections.
+    pub pool_size: u32,
+    /// Messages older than this are deleted; 0 keeps them forever.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// Most messages committed in one transaction.
+    pub batch_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Sqlite,
+            path: "data".into(),
+            url: String::new(),
+            pool_size: 8,
+            retention: Duration::ZERO,
+            batch_max: 512,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,10 +314,16 @@ impl Config {
         }
         let rate = &self.limits.rate;
         if !(rate.per_second >= 0.0 && rate.per_second.is_finite()) {
-            return invalid("limits.rate.per_second", "must be 0 (off) or a positive number");
+            return invalid(
+                "limits.rate.per_second",
+                "must be 0 (off) or a positive number",
+            );
         }
         if rate.per_second > 0.0 && rate.burst == 0 {
-            return invalid("limits.rate.burst", "must be at least 1 when the rate limit is on");
+            return invalid(
+                "limits.rate.burst",
+                "must be at least 1 when the rate limit is on",
+            );
         }
         if rate.close_after == 0 {
             return invalid("limits.rate.close_after", "must be at least 1");
@@ -298,6 +347,24 @@ impl Config {
                  could connect as any user. Set auth.secret (or NATTER__AUTH__SECRET), or listen on \
                  127.0.0.1 for development",
             );
+        }
+        match self.storage.backend {
+            StorageBackend::Sqlite if self.storage.path.is_empty() => {
+                return invalid(
+                    "storage.path",
+                    "must name a directory for the SQLite database",
+                );
+            }
+            StorageBackend::Postgres if self.storage.url.is_empty() => {
+                return invalid("storage.url", "is required with storage.backend: postgres");
+            }
+            _ => {}
+        }
+        if !(1..=2000).contains(&self.storage.batch_max) {
+            return invalid("storage.batch_max", "must be between 1 and 2000");
+        }
+        if self.storage.pool_size == 0 {
+            return invalid("storage.pool_size", "must be at least 1");
         }
         if self.websocket.read_buffer_size < 128 {
             return invalid("websocket.read_buffer_size", "must be at least 128 bytes");

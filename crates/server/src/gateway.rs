@@ -24,13 +24,14 @@ use std::pin::Pin;
 use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at, sleep, timeout_at};
 
 use crate::{
-    auth::{self, AuthError, Identity},
+    auth::{self, Identity},
     config::RateLimitConfig,
     hub::ConnId,
     messaging::{Origin, Refusal},
     metrics::{DropReason, LatencySamples},
-    outbox::{Frame, Outbound, Outbox},
+    outbox::{Cursor, Frame, Outbound, Outbox},
     server::{AppState, SessionGuard},
+    store::Stream,
 };
 
 /// Longest user or platform id accepted in the URL, in bytes.
@@ -78,32 +79,38 @@ pub async fn upgrade(
     );
     let identity = match state.auth.verify(token, &user, &platform) {
         Ok(identity) => identity,
-        Err(e) => {
-            let reason = match e {
-                AuthError::Missing => "token_missing",
-                AuthError::Malformed => "token_malformed",
-                AuthError::Expired => "token_expired",
-                AuthError::BadSignature => "token_bad_signature",
-                AuthError::BadIssuer => "token_bad_issuer",
-                AuthError::BadAudience => "token_bad_audience",
-                AuthError::UserMismatch => "token_user_mismatch",
-                AuthError::PlatformMismatch => "token_platform_mismatch",
-            };
-            return refuse(&state, StatusCode::UNAUTHORIZED, reason, e.detail());
-        }
+        Err(e) => return refuse(&state, StatusCode::UNAUTHORIZED, e.reason(), e.detail()),
+    };
+    let replay = match Replay::from_query(query.as_deref()) {
+        Ok(r) => r,
+        Err(detail) => return refuse(&state, StatusCode::BAD_REQUEST, "invalid_query", &detail),
     };
     let per_user = state.config.limits.max_connections_per_user;
     if state.hub.other_devices(&user, &platform) >= per_user {
-        let detail = format!("a user may hold {per_user} connections (limits.max_connections_per_user)");
-        return refuse(&state, StatusCode::TOO_MANY_REQUESTS, "user_connection_limit", &detail);
+        let detail =
+            format!("a user may hold {per_user} connections (limits.max_connections_per_user)");
+        return refuse(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            "user_connection_limit",
+            &detail,
+        );
     }
-    let Some(guard) = state.sessions.try_enter(state.config.limits.max_connections) else {
+    let Some(guard) = state
+        .sessions
+        .try_enter(state.config.limits.max_connections)
+    else {
         let reason = if state.sessions.is_shutting_down() {
             "server_shutting_down"
         } else {
             "node_connection_limit"
         };
-        return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, reason, "try another node or later");
+        return refuse(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason,
+            "try another node or later",
+        );
     };
     let cfg = &state.config;
     let mut ws = ws
@@ -118,7 +125,7 @@ pub async fn upgrade(
     ws.on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| async move {
             Session::start(state, socket, identity, platform, guard)
-                .run()
+                .run(replay)
                 .await
         })
 }
@@ -137,8 +144,42 @@ struct Session {
     /// When the token expires: the connection is closed with 4002 then.
     expiry: Option<Pin<Box<Sleep>>>,
     limiter: Option<RateLimiter>,
+    /// Highest inbox `seq` / sent `send_seq` already replayed from the store: live copies up to
+    /// them are dropped, so the switch from history to live has no duplicate.
+    replayed: (i64, i64),
     _guard: SessionGuard,
 }
+
+/// What a connecting device asks to be replayed: `?since_seq=N` (inbox) and/or
+/// `?since_send_seq=M` (what the user sent from other devices).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Replay {
+    since_seq: Option<i64>,
+    since_send_seq: Option<i64>,
+}
+
+impl Replay {
+    fn from_query(query: Option<&str>) -> Result<Replay, String> {
+        let number = |name: &str| -> Result<Option<i64>, String> {
+            match crate::http::query_param(query, name) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .map(Some)
+                    .ok_or_else(|| format!("{name} must be a non-negative integer")),
+            }
+        };
+        Ok(Replay {
+            since_seq: number("since_seq")?,
+            since_send_seq: number("since_send_seq")?,
+        })
+    }
+}
+
+/// Messages fetched from the store per replay query.
+const REPLAY_PAGE: u32 = 500;
 
 /// Why the session loop ended.
 enum Exit {
@@ -181,12 +222,16 @@ impl Session {
             last_seen: Instant::now(),
             expiry,
             limiter,
+            replayed: (0, 0),
             _guard: guard,
         }
     }
 
-    async fn run(mut self) {
-        let exit = self.serve().await;
+    async fn run(mut self, replay: Replay) {
+        let exit = match self.replay(replay).await {
+            Ok(()) => self.serve().await,
+            Err(exit) => exit,
+        };
         self.state
             .hub
             .unregister(&self.user, &self.platform, self.conn);
@@ -203,6 +248,48 @@ impl Session {
             }
         }
         tracing::debug!(user = %self.user, platform = %self.platform, conn = self.conn, "disconnected");
+    }
+
+    /// Sends the stored messages the device missed, before anything live. The session is
+    /// registered already, so whatever is committed meanwhile waits in the outbox; copies of
+    /// replayed messages are dropped from it by their cursor.
+    async fn replay(&mut self, replay: Replay) -> Result<(), Exit> {
+        let Some(store) = self.state.store.clone() else {
+            return Ok(());
+        };
+        let streams = [
+            (Stream::Inbox, replay.since_seq),
+            (Stream::Sent, replay.since_send_seq),
+        ];
+        for (stream, since) in streams {
+            let Some(mut after) = since else { continue };
+            loop {
+                let page = store
+                    .after(&self.user, stream, after, REPLAY_PAGE)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "replay failed");
+                        Exit::Close(CloseCode::Internal)
+                    })?;
+                for msg in &page {
+                    after = match stream {
+                        Stream::Inbox => msg.seq,
+                        Stream::Sent => msg.send_seq,
+                    };
+                    let frame = Message::Text(Frame::from(msg.encode()));
+                    self.socket.feed(frame).await.map_err(|_| Exit::Gone)?;
+                }
+                self.socket.flush().await.map_err(|_| Exit::Gone)?;
+                if page.len() < REPLAY_PAGE as usize {
+                    break;
+                }
+            }
+            match stream {
+                Stream::Inbox => self.replayed.0 = after,
+                Stream::Sent => self.replayed.1 = after,
+            }
+        }
+        Ok(())
     }
 
     /// Sends our close frame, then reads (and discards) until the client's close arrives, so
@@ -227,7 +314,7 @@ impl Session {
         loop {
             tokio::select! {
                 frame = self.socket.recv() => {
-                    if let Some(exit) = self.on_frame(frame) {
+                    if let Some(exit) = self.on_frame(frame).await {
                         return exit;
                     }
                 }
@@ -250,7 +337,7 @@ impl Session {
     }
 
     /// Handles one result of reading the socket.
-    fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Option<Exit> {
+    async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Option<Exit> {
         let message = match frame {
             None => return Some(Exit::Gone),
             Some(Ok(message)) => message,
@@ -258,7 +345,7 @@ impl Session {
         };
         self.last_seen = Instant::now();
         match message {
-            Message::Text(text) => self.on_text(&text),
+            Message::Text(text) => self.on_text(&text).await,
             Message::Binary(_) => self.reply_error(
                 "",
                 ErrorReason::BinaryNotSupported,
@@ -284,12 +371,14 @@ impl Session {
         }
     }
 
-    fn on_text(&mut self, text: &str) {
+    async fn on_text(&mut self, text: &str) {
         if let Some(limiter) = &mut self.limiter {
             match limiter.check(Instant::now()) {
                 Rate::Allow => {}
                 Rate::Refuse => {
-                    let local_id = decode_client_msg(text).map(|m| m.local_id).unwrap_or_default();
+                    let local_id = decode_client_msg(text)
+                        .map(|m| m.local_id)
+                        .unwrap_or_default();
                     self.reply_error(&local_id, ErrorReason::RateLimited, "slow down");
                     return;
                 }
@@ -300,31 +389,25 @@ impl Session {
                 }
             }
         }
-        let origin = Origin {
-            user: &self.user,
-            conn: self.conn,
-        };
-        let result = decode_client_msg(text)
-            .map_err(
-                |DecodeError {
-                     reason,
-                     detail,
-                     local_id,
-                 }| (local_id, Refusal { reason, detail }),
-            )
-            .and_then(|msg| {
+        let (local_id, refusal) = match decode_client_msg(text) {
+            Err(DecodeError {
+                reason,
+                detail,
+                local_id,
+            }) => (local_id, Refusal { reason, detail }),
+            Ok(msg) => {
                 let local_id = msg.local_id.clone();
-                self.state
-                    .messaging
-                    .accept(origin, msg)
-                    .map_err(|refusal| (local_id, refusal))
-            });
-        match result {
-            Ok(ack) => self.reply(&ack),
-            Err((local_id, refusal)) => {
-                self.reply_error(&local_id, refusal.reason, &refusal.detail)
+                let origin = Origin {
+                    user: &self.user,
+                    conn: self.conn,
+                };
+                match self.state.messaging.accept(origin, msg).await {
+                    Ok(()) => return,
+                    Err(refusal) => (local_id, refusal),
+                }
             }
-        }
+        };
+        self.reply_error(&local_id, refusal.reason, &refusal.detail);
     }
 
     fn reply_error(&self, local_id: &str, reason: ErrorReason, detail: &str) {
@@ -335,7 +418,7 @@ impl Session {
     /// Queues a reply to this connection, behind whatever is already queued for it.
     fn reply(&self, msg: &Msg) {
         // A full queue marks this connection as a slow consumer; the loop then closes it.
-        let _ = self.outbox.push(Frame::from(msg.encode()));
+        let _ = self.outbox.push(Frame::from(msg.encode()), Cursor::None);
     }
 
     /// Writes everything queued, flushing once per batch, until the outbox is empty.
@@ -349,6 +432,14 @@ impl Session {
                     .dropped(DropReason::SlowConsumer, self.batch.len() as u64);
                 self.batch.clear();
                 return Some(Exit::Close(CloseCode::SlowConsumer));
+            }
+            let (seq, send_seq) = self.replayed;
+            if seq > 0 || send_seq > 0 {
+                self.batch.retain(|o| match o.cursor {
+                    Cursor::Inbox(s) => s > seq,
+                    Cursor::Sent(s) => s > send_seq,
+                    Cursor::None => true,
+                });
             }
             if self.batch.is_empty() {
                 return close.map(Exit::Close);

@@ -20,7 +20,7 @@ use std::{
 
 use natter_protocol::CloseCode;
 
-use crate::outbox::{Frame, Outbox, PushError};
+use crate::outbox::{Cursor, Frame, Outbox, PushError};
 
 /// Identifies one connection for the lifetime of the process.
 pub type ConnId = u64;
@@ -125,14 +125,20 @@ impl Hub {
     }
 
     /// Queues `frame` to every device of `user` on this node except connection `skip`.
-    pub fn send_to_user(&self, user: &str, frame: &Frame, skip: Option<ConnId>) -> Fanout {
+    pub fn send_to_user(
+        &self,
+        user: &str,
+        frame: &Frame,
+        cursor: Cursor,
+        skip: Option<ConnId>,
+    ) -> Fanout {
         let mut out = Fanout::default();
         let shard = self.shard(user);
         let Some(devices) = shard.get(user) else {
             return out;
         };
         for d in devices.iter().filter(|d| Some(d.conn) != skip) {
-            match d.outbox.push(frame.clone()) {
+            match d.outbox.push(frame.clone(), cursor) {
                 Ok(()) => out.queued += 1,
                 Err(PushError::Full) => out.slow += 1,
                 Err(PushError::Closed) => {}
@@ -147,7 +153,7 @@ impl Hub {
         let device = shard
             .get(user)
             .and_then(|devices| devices.iter().find(|d| d.conn == conn));
-        match device.map(|d| d.outbox.push(frame.clone())) {
+        match device.map(|d| d.outbox.push(frame.clone(), Cursor::None)) {
             Some(Ok(())) => Fanout { queued: 1, slow: 0 },
             Some(Err(PushError::Full)) => Fanout { queued: 0, slow: 1 },
             _ => Fanout::default(),
@@ -208,7 +214,7 @@ mod tests {
         assert_eq!(hub.connection_count(), 1);
         // The old connection's exit comes late: it must not remove the new one.
         assert!(!hub.unregister("u", "web", first));
-        let f = hub.send_to_user("u", &Frame::from_static("x"), None);
+        let f = hub.send_to_user("u", &Frame::from_static("x"), Cursor::None, None);
         assert_eq!(f.queued, 1);
         assert_eq!(b.drain(&mut VecDeque::new()), None);
         assert!(hub.unregister("u", "web", second));
@@ -220,7 +226,7 @@ mod tests {
         let hub = Hub::default();
         let phone = hub.register("u", "phone", outbox());
         hub.register("u", "desk", outbox());
-        let f = hub.send_to_user("u", &Frame::from_static("x"), Some(phone));
+        let f = hub.send_to_user("u", &Frame::from_static("x"), Cursor::None, Some(phone));
         assert_eq!(f, Fanout { queued: 1, slow: 0 });
         let mut platforms = hub.platforms("u");
         platforms.sort();

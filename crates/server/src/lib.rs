@@ -12,11 +12,13 @@
 //! - [`auth`]: token verification and minting (JWT), token transport, the origin check.
 //! - [`server`]: binds, wires the state together, serves, shuts down gracefully.
 //! - [`gateway`]: the WebSocket route and the session task that owns each socket.
-//! - [`messaging`]: validates and stamps a message, picks its recipients, builds the ack.
+//! - [`messaging`]: validates and stamps a message, picks its recipients, delivers and acks.
 //! - [`ids`]: server message ids (UUIDv7, increasing within a node).
+//! - [`sequencer`]: group commit of stored messages, then delivery in commit order.
+//! - [`store`]: the `Store` trait; SQLite and PostgreSQL over one schema.
 //! - [`hub`]: who is connected to this node; queues frames to a user's devices.
 //! - [`outbox`]: the bounded per-connection queue between the hub and a session.
-//! - [`http`]: `/healthz` and `/metrics`.
+//! - [`http`]: `/healthz`, `/metrics`, and the HTTP API (`/api/v1/...`).
 //! - [`metrics`]: the Prometheus recorder and the handles used on the hot path.
 //!
 //! Wire types (`Msg`, close codes, error reasons) live in the `natter-protocol` crate.
@@ -30,7 +32,9 @@ pub mod ids;
 pub mod messaging;
 pub mod metrics;
 pub mod outbox;
+pub mod sequencer;
 pub mod server;
+pub mod store;
 
 pub use config::Config;
 pub use server::Server;

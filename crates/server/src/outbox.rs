@@ -19,10 +19,24 @@ use tokio::{sync::Notify, time::Instant};
 /// queued to any number of connections.
 pub type Frame = axum::extract::ws::Utf8Bytes;
 
+/// Where a frame stands in the receiving user's streams, so a session replaying history can
+/// drop live copies of what it has already sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cursor {
+    /// Not a stored message (acks, errors, unstored messages).
+    #[default]
+    None,
+    /// A message in the user's inbox, with this `seq`.
+    Inbox(i64),
+    /// A message the user sent (a copy for their other devices), with this `send_seq`.
+    Sent(i64),
+}
+
 /// One serialised frame waiting to be written, and when it was queued (for the latency metric).
 #[derive(Debug, Clone)]
 pub struct Outbound {
     pub frame: Frame,
+    pub cursor: Cursor,
     pub queued_at: Instant,
 }
 
@@ -60,7 +74,7 @@ impl Outbox {
     }
 
     /// Queues a frame without waiting.
-    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+    pub fn push(&self, frame: Frame, cursor: Cursor) -> Result<(), PushError> {
         let queued_at = Instant::now();
         {
             let mut state = self.lock();
@@ -74,7 +88,11 @@ impl Outbox {
                 self.notify.notify_one();
                 return Err(PushError::Full);
             }
-            state.queue.push_back(Outbound { frame, queued_at });
+            state.queue.push_back(Outbound {
+                frame,
+                cursor,
+                queued_at,
+            });
         }
         self.notify.notify_one();
         Ok(())
@@ -124,10 +142,16 @@ mod tests {
     #[test]
     fn full_queue_marks_slow_consumer_and_refuses_more() {
         let outbox = Outbox::new(2);
-        outbox.push(Frame::from_static("1")).unwrap();
-        outbox.push(Frame::from_static("2")).unwrap();
-        assert_eq!(outbox.push(Frame::from_static("3")), Err(PushError::Full));
-        assert_eq!(outbox.push(Frame::from_static("4")), Err(PushError::Closed));
+        outbox.push(Frame::from_static("1"), Cursor::None).unwrap();
+        outbox.push(Frame::from_static("2"), Cursor::None).unwrap();
+        assert_eq!(
+            outbox.push(Frame::from_static("3"), Cursor::None),
+            Err(PushError::Full)
+        );
+        assert_eq!(
+            outbox.push(Frame::from_static("4"), Cursor::None),
+            Err(PushError::Closed)
+        );
         let mut batch = VecDeque::new();
         assert_eq!(outbox.drain(&mut batch), Some(CloseCode::SlowConsumer));
         assert!(batch.is_empty());
@@ -137,7 +161,9 @@ mod tests {
     fn drain_takes_everything_in_order() {
         let outbox = Outbox::new(8);
         for i in 0..5u8 {
-            outbox.push(Frame::from(i.to_string())).unwrap();
+            outbox
+                .push(Frame::from(i.to_string()), Cursor::None)
+                .unwrap();
         }
         let mut batch = VecDeque::new();
         assert_eq!(outbox.drain(&mut batch), None);

@@ -7,11 +7,11 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    time::Duration,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{Router, routing::get};
@@ -30,8 +30,10 @@ use crate::{
     config::Config,
     gateway, http,
     hub::Hub,
-    messaging::Messaging,
+    messaging::{Delivery, Messaging, now_millis},
     metrics::Metrics,
+    sequencer::Sequencer,
+    store::{self, Store, StoreError},
 };
 
 /// Everything a request handler needs; cheap to clone.
@@ -43,6 +45,8 @@ pub struct AppState {
     pub messaging: Arc<Messaging>,
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
+    /// `None` when `storage.backend` is `none`.
+    pub store: Option<Arc<dyn Store>>,
 }
 
 /// Counts tasks in flight (sessions, HTTP connections), can cap them, and lets shutdown wait
@@ -138,6 +142,8 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// A bound, not yet running server.
@@ -153,9 +159,14 @@ impl Server {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| StartError::Bind(config.server.listen, e))?;
+        let store = store::open(&config.storage).await?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::default());
-        let messaging = Arc::new(Messaging::new(hub.clone(), metrics.clone()));
+        let delivery = Arc::new(Delivery::new(hub.clone(), metrics.clone()));
+        let sequencer = store
+            .clone()
+            .map(|store| Sequencer::start(store, delivery.clone(), config.storage.batch_max));
+        let messaging = Arc::new(Messaging::new(delivery, sequencer));
         let state = AppState {
             config: Arc::new(config),
             auth,
@@ -163,6 +174,7 @@ impl Server {
             messaging,
             metrics,
             sessions: Arc::new(Sessions::default()),
+            store,
         };
         Ok(Server { listener, state })
     }
@@ -186,6 +198,10 @@ impl Server {
             .merge(http::routes())
             .with_state(state.clone());
 
+        let retention = state.store.clone().and_then(|store| {
+            let keep = state.config.storage.retention;
+            (!keep.is_zero()).then(|| tokio::spawn(retention_loop(store, keep)))
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         let serve = tokio::spawn(accept_loop(
             listener,
@@ -218,7 +234,24 @@ impl Server {
                 "shutdown timeout reached with connections still open"
             );
         }
+        if let Some(task) = retention {
+            task.abort();
+        }
         result
+    }
+}
+
+/// Deletes messages older than `keep`, every [`store::prune_interval`].
+async fn retention_loop(store: Arc<dyn Store>, keep: Duration) {
+    let mut tick = tokio::time::interval(store::prune_interval(keep));
+    loop {
+        tick.tick().await;
+        let cutoff = now_millis() - keep.as_millis() as i64;
+        match store.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention: old messages deleted"),
+            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        }
     }
 }
 
@@ -275,4 +308,3 @@ async fn accept_loop(
     drop(listener);
     connections.wait().await;
 }
-

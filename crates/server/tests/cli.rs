@@ -9,7 +9,9 @@ use tokio::{
 
 fn natter() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter"));
+    let data = std::env::temp_dir().join(format!("natter-cli-data-{}", std::process::id()));
     cmd.env_remove("RUST_LOG")
+        .env("NATTER__STORAGE__PATH", data)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -138,7 +140,11 @@ async fn token_command_mints_a_token_the_server_accepts() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let mut config = natter::Config::default();
     config.auth.secret = "cli-secret".into();
@@ -146,7 +152,10 @@ async fn token_command_mints_a_token_the_server_accepts() {
     let id = auth.verify(Some(&token), "alice", "phone").unwrap();
     let exp = id.expires_at.unwrap();
     let now = natter::auth::unix_now();
-    assert!(exp > now + 500 && exp <= now + 600, "ttl 10m: exp {exp}, now {now}");
+    assert!(
+        exp > now + 500 && exp <= now + 600,
+        "ttl 10m: exp {exp}, now {now}"
+    );
 
     let no_secret = natter().args(["token", "alice"]).output().await.unwrap();
     assert!(!no_secret.status.success());

@@ -204,7 +204,10 @@ async fn client_pings_get_pongs() {
 async fn silent_connection_is_closed_after_heartbeat_timeout() {
     // Default heartbeat: ping every 30 s, close after 90 s without any frame from the client.
     common::init_logs();
-    let server = start(test_config()).await;
+    let mut config = test_config();
+    // Paused time and a database pool's timeouts do not mix; this test is about the timer.
+    config.storage.backend = natter::config::StorageBackend::None;
+    let server = start(config).await;
     let mut silent = common::raw_silent_client(server.addr, "quiet", "web").await;
     let mut chatty = server.connect("busy", "web").await;
     for _ in 0..6 {
@@ -255,8 +258,10 @@ async fn slow_consumer_is_disconnected_and_nobody_else_waits() {
         assert_eq!(m.local_id, format!("m{i}"));
     }
     let _flooder = flood.await.unwrap();
-    // The sink's queue overflowed: after the frames that did make it, it gets 4003.
-    assert_eq!(sink.closed().await, Some(4003));
+    // The sink's queue overflowed and the server dropped it. Its socket buffers are full, so
+    // the 4003 close frame reaches it only if it has room; otherwise the connection just ends.
+    let code = sink.closed().await;
+    assert!(matches!(code, Some(4003) | None), "{code:?}");
     assert_eq!(
         server
             .metric("natter_slow_consumer_disconnects_total")

@@ -25,10 +25,25 @@ pub struct TestServer {
     pub task: JoinHandle<std::io::Result<()>>,
 }
 
-/// A config listening on an ephemeral loopback port.
+/// A fresh directory for one test's files, under the system temp dir.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "natter-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A config listening on an ephemeral loopback port, with its own SQLite directory.
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.storage.path = temp_dir("db").to_string_lossy().into_owned();
     config
 }
 
@@ -239,8 +254,13 @@ pub async fn raw_read_close_code(stream: &mut TcpStream) -> u16 {
 pub async fn connect_with(
     url: &str,
     headers: &[(&str, &str)],
-) -> Result<(Client, tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>), (u16, String)>
-{
+) -> Result<
+    (
+        Client,
+        tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>,
+    ),
+    (u16, String),
+> {
     use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
     let mut req = url.into_client_request().unwrap();
     for (name, value) in headers {

@@ -1,0 +1,27 @@
+-- Every accepted message, once. `seq` is its place in the receiver's inbox (for a group: the
+-- group's), `send_seq` its place in the sender's sent stream.
+CREATE TABLE messages (
+    server_id    TEXT     NOT NULL PRIMARY KEY,
+    send_id      TEXT     NOT NULL,
+    receiver_id  TEXT     NOT NULL,
+    local_id     TEXT     NOT NULL,
+    seq          BIGINT   NOT NULL,
+    send_seq     BIGINT   NOT NULL,
+    msg_type     INTEGER  NOT NULL,
+    content_type INTEGER  NOT NULL,
+    content      TEXT     NOT NULL,
+    create_time  BIGINT   NOT NULL,
+    send_time    BIGINT   NOT NULL,
+    is_read      BOOLEAN  NOT NULL DEFAULT FALSE
+);
+
+CREATE UNIQUE INDEX messages_inbox ON messages (receiver_id, seq);
+CREATE UNIQUE INDEX messages_sent ON messages (send_id, send_seq);
+CREATE UNIQUE INDEX messages_dedup ON messages (send_id, local_id) WHERE local_id <> '';
+
+-- The last seq / send_seq handed out per user; survives retention deleting old messages.
+CREATE TABLE user_seq (
+    user_id  TEXT   NOT NULL PRIMARY KEY,
+    seq      BIGINT NOT NULL DEFAULT 0,
+    send_seq BIGINT NOT NULL DEFAULT 0
+);

@@ -1,0 +1,122 @@
+//! Group commit with in-order delivery.
+//!
+//! Sessions [`submit`](Sequencer::submit) stamped messages into a bounded queue. The commit task
+//! takes everything queued (up to `storage.batch_max`), stores it in one transaction, and passes
+//! the batch on; the delivery task delivers and acks each batch in commit order. Two tasks, so the
+//! next batch commits while the last one is being delivered. A full queue makes the submitting
+//! session wait, which stops it reading its socket: backpressure reaches only the clients that
+//! send, never the ones that receive.
+//!
+//! If the commit fails, every sender of the batch gets an error reply (`store_unavailable`) and
+//! nothing is delivered; the next batch tries again, so the node recovers when the store does.
+
+use std::sync::Arc;
+
+use natter_protocol::{ErrorReason, Msg};
+use tokio::sync::mpsc;
+
+use crate::{
+    hub::ConnId,
+    messaging::{Delivery, Refusal},
+    store::{Appended, Store, StoreError},
+};
+
+#[derive(Debug)]
+struct Submission {
+    msg: Msg,
+    conn: ConnId,
+}
+
+struct Committed {
+    msgs: Vec<Msg>,
+    conns: Vec<ConnId>,
+    result: Result<Vec<Appended>, StoreError>,
+}
+
+/// The queue in front of the store. Dropping every handle stops both tasks once the queue is
+/// drained.
+#[derive(Debug, Clone)]
+pub struct Sequencer {
+    queue: mpsc::Sender<Submission>,
+}
+
+/// The sequencer's tasks have stopped.
+#[derive(Debug)]
+pub struct Stopped;
+
+impl Sequencer {
+    pub fn start(store: Arc<dyn Store>, delivery: Arc<Delivery>, batch_max: usize) -> Sequencer {
+        let (queue, submissions) = mpsc::channel(batch_max * 4);
+        let (committed_tx, committed) = mpsc::channel(4);
+        tokio::spawn(commit_loop(submissions, store, committed_tx, batch_max));
+        tokio::spawn(deliver_loop(committed, delivery));
+        Sequencer { queue }
+    }
+
+    /// Queues a stamped message; waits while the queue is full.
+    pub async fn submit(&self, msg: Msg, conn: ConnId) -> Result<(), Stopped> {
+        self.queue
+            .send(Submission { msg, conn })
+            .await
+            .map_err(|_| Stopped)
+    }
+}
+
+async fn commit_loop(
+    mut submissions: mpsc::Receiver<Submission>,
+    store: Arc<dyn Store>,
+    committed: mpsc::Sender<Committed>,
+    batch_max: usize,
+) {
+    let mut batch = Vec::with_capacity(batch_max);
+    while submissions.recv_many(&mut batch, batch_max).await > 0 {
+        let (msgs, conns): (Vec<Msg>, Vec<ConnId>) =
+            batch.drain(..).map(|s| (s.msg, s.conn)).unzip();
+        let result = store.append(&msgs).await;
+        if committed
+            .send(Committed {
+                msgs,
+                conns,
+                result,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<Delivery>) {
+    while let Some(Committed {
+        msgs,
+        conns,
+        result,
+    }) = committed.recv().await
+    {
+        match result {
+            Ok(outcomes) => {
+                for ((mut msg, conn), outcome) in msgs.into_iter().zip(conns).zip(outcomes) {
+                    match outcome {
+                        Appended::New { seq, send_seq } => {
+                            msg.seq = seq;
+                            msg.send_seq = send_seq;
+                            delivery.deliver(msg, conn);
+                        }
+                        Appended::Duplicate(original) => delivery.ack_duplicate(original, conn),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, messages = msgs.len(), "store commit failed");
+                let refusal = Refusal {
+                    reason: ErrorReason::StoreUnavailable,
+                    detail: "the message could not be stored; send it again".into(),
+                };
+                for (msg, conn) in msgs.iter().zip(conns) {
+                    delivery.refuse(&msg.send_id, conn, &msg.local_id, &refusal);
+                }
+            }
+        }
+    }
+}

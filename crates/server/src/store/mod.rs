@@ -1,0 +1,175 @@
+//! Durable messages: the [`Store`] trait and its two implementations, SQLite (the embedded
+//! default) and PostgreSQL (for the cluster), over one schema.
+//!
+//! The write path is [`Store::append`]: one transaction for a whole batch (group commit). In it,
+//! the batch is checked against earlier messages with the same `(send_id, local_id)` (an
+//! idempotent resend returns the original), sequence numbers are allocated per user in one
+//! upsert of the `user_seq` counters (a block per user, so concurrent writers on several nodes
+//! never hand out the same number and never skip one), the rows are inserted in one statement,
+//! and read receipts mark messages read.
+//!
+//! Both implementations share their SQL through the `sql_store!` macro: the statements are
+//! portable, only the driver types differ.
+
+mod sql;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+use natter_protocol::Msg;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+use crate::config::{StorageBackend, StorageConfig};
+
+pub use sql::{PostgresStore, SqliteStore};
+
+/// What happened to one message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored now, with these sequence numbers.
+    New { seq: i64, send_seq: i64 },
+    /// The sender had sent this `local_id` before: the original, as stored.
+    Duplicate(Msg),
+}
+
+/// Which of a user's two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Messages the user received (`receiver_id` = user), by `seq`.
+    Inbox,
+    /// Messages the user sent (`send_id` = user), by `send_seq`.
+    Sent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("storage.path `{0}`: {1}")]
+    Path(String, std::io::Error),
+}
+
+/// The storage engine. Implementations are cheap to share (`Arc<dyn Store>`).
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Stores a batch of stamped messages (`server_id`, `send_time`, `send_id` set) in one
+    /// transaction, assigning `seq` and `send_seq`. Returns one outcome per message, in order.
+    /// On error nothing of the batch is stored.
+    fn append<'a>(&'a self, batch: &'a [Msg]) -> BoxFuture<'a, Result<Vec<Appended>, StoreError>>;
+
+    /// Up to `limit` messages of `user`'s `stream` after `after` (exclusive), in order.
+    fn after<'a>(
+        &'a self,
+        user: &'a str,
+        stream: Stream,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>>;
+
+    /// The last `seq` and `send_seq` handed out for `user` (0, 0 for a new user).
+    fn cursors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<(i64, i64), StoreError>>;
+
+    /// Deletes messages sent before `before_ms` (Unix ms); returns how many.
+    fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// Opens the configured store, creating its schema on first start. `None` when storage is off.
+pub async fn open(config: &StorageConfig) -> Result<Option<Arc<dyn Store>>, StoreError> {
+    Ok(match config.backend {
+        StorageBackend::None => None,
+        StorageBackend::Sqlite => Some(Arc::new(SqliteStore::open(&config.path).await?)),
+        StorageBackend::Postgres => Some(Arc::new(
+            PostgresStore::open(&config.url, config.pool_size).await?,
+        )),
+    })
+}
+
+/// Migrations embedded in the binary, run through sqlx's migrator (tracked in
+/// `_sqlx_migrations`). A `MigrationSource` of our own instead of `sqlx::migrate!`, so the build
+/// needs no sqlx proc-macro crate, which would compile sqlx-core and both drivers a second time.
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        description.into(),
+                        MigrationType::Simple,
+                        sql.into(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+async fn migrator(
+    migrations: &'static [(i64, &'static str, &'static str)],
+) -> Result<Migrator, StoreError> {
+    Ok(Migrator::new(Embedded(migrations)).await?)
+}
+
+/// Sequence numbers a batch needs, per user: (inbox messages, sent messages).
+fn seq_demand(batch: &[Msg], fresh: &[bool]) -> Vec<(String, i64, i64)> {
+    let mut demand: HashMap<&str, (i64, i64)> = HashMap::new();
+    for (msg, _) in batch.iter().zip(fresh).filter(|(_, f)| **f) {
+        demand.entry(&msg.receiver_id).or_default().0 += 1;
+        demand.entry(&msg.send_id).or_default().1 += 1;
+    }
+    let mut out: Vec<(String, i64, i64)> = demand
+        .into_iter()
+        .map(|(user, (inbox, sent))| (user.to_owned(), inbox, sent))
+        .collect();
+    // One lock order for every writer: concurrent batches on several nodes cannot deadlock.
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Which messages of a batch are new: not stored before (`stored` holds the originals found by
+/// `(send_id, local_id)`) and not a repeat of an earlier message of the same batch.
+fn classify(
+    batch: &[Msg],
+    stored: &HashMap<(String, String), Msg>,
+) -> (Vec<bool>, Vec<Option<usize>>) {
+    let mut first_in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut fresh = Vec::with_capacity(batch.len());
+    // For a repeat within the batch: the index of the first occurrence.
+    let mut repeat_of = Vec::with_capacity(batch.len());
+    for (i, m) in batch.iter().enumerate() {
+        if m.local_id.is_empty() {
+            fresh.push(true);
+            repeat_of.push(None);
+            continue;
+        }
+        if stored.contains_key(&(m.send_id.clone(), m.local_id.clone())) {
+            fresh.push(false);
+            repeat_of.push(None);
+            continue;
+        }
+        match first_in_batch.entry((&m.send_id, &m.local_id)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                fresh.push(false);
+                repeat_of.push(Some(*e.get()));
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+                fresh.push(true);
+                repeat_of.push(None);
+            }
+        }
+    }
+    (fresh, repeat_of)
+}
+
+/// How long to wait between retention passes for a given retention period.
+pub fn prune_interval(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(600))
+}
