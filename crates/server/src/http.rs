@@ -1,13 +1,148 @@
-//! Plain HTTP endpoints: health and metrics. (The WebSocket route lives in `gateway`.)
+//! Plain HTTP endpoints: health, metrics, and the HTTP API. (The WebSocket route lives in
+//! `gateway`.) API errors are JSON `{"error", "detail"}` with an HTTP status.
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use std::sync::Arc;
 
-use crate::server::AppState;
+use axum::{
+    Json, Router,
+    extract::{RawQuery, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+
+use crate::{
+    auth::{self, Identity},
+    server::AppState,
+    store::{Store, StoreError, Stream},
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/messages", get(messages))
+        .route("/api/v1/seq", get(seq))
+}
+
+/// An API error: an HTTP status and a JSON body `{"error", "detail"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.error, "detail": self.detail });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "store read failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store could not be read; try again",
+        )
+    }
+}
+
+/// The value of `name` in a URL query string (no percent-decoding: ids and tokens are URL-safe).
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// The caller of an API request and the store: a token as `Authorization: Bearer` or
+/// `?token=` (in development mode, `?user_id=`), and storage that is on.
+fn caller<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(Identity, &'s Arc<dyn Store>), ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (token, _) = auth::token_from_request(query, authorization, None);
+    let who = state
+        .auth
+        .identify(token, query_param(query, "user_id"))
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.reason(), e.detail()))?;
+    let store = state.store.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "storage_disabled",
+            "this server stores nothing (storage.backend: none)",
+        )
+    })?;
+    Ok((who, store))
+}
+
+/// `GET /api/v1/messages?after_seq=N&limit=L` (inbox) or `?after_send_seq=N` (sent): messages
+/// in order, at most `limit` (default 100, at most 1000).
+async fn messages(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query.as_deref();
+    let (who, store) = caller(&state, &headers, q)?;
+    let number =
+        |name: &str| query_param(q, name).map(|v| v.parse::<i64>().ok().filter(|n| *n >= 0));
+    let (stream, after) = match (number("after_seq"), number("after_send_seq")) {
+        (None, None) => (Stream::Inbox, 0),
+        (Some(Some(n)), None) => (Stream::Inbox, n),
+        (None, Some(Some(n))) => (Stream::Sent, n),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "give after_seq or after_send_seq (non-negative integers), not both",
+            ));
+        }
+    };
+    let limit = match number("limit") {
+        None => 100,
+        Some(Some(n)) if (1..=1000).contains(&n) => n as u32,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "limit is 1 to 1000",
+            ));
+        }
+    };
+    let messages = store.after(&who.user, stream, after, limit).await?;
+    let has_more = messages.len() == limit as usize;
+    Ok(Json(json!({ "messages": messages, "has_more": has_more })))
+}
+
+/// `GET /api/v1/seq`: the caller's last inbox `seq` and sent `send_seq`.
+async fn seq(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (who, store) = caller(&state, &headers, query.as_deref())?;
+    let (seq, send_seq) = store.cursors(&who.user).await?;
+    Ok(Json(json!({ "seq": seq, "send_seq": send_seq })))
 }
 
 /// `GET /healthz`: 200 with a small JSON body while the node serves, 503 once it shuts down.
@@ -35,12 +170,4 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
-}
-
-/// The value of `name` in a URL query string (no percent-decoding: ids and tokens are URL-safe).
-pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then_some(v)
-    })
 }

@@ -76,13 +76,14 @@ async fn invalid_environment_variable_names_the_key() {
     .await;
 }
 
-#[tokio::test]
-async fn serves_from_env_config_and_stops_on_sigterm() {
-    let mut child = natter()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("NATTER__HEARTBEAT__INTERVAL", "5s")
-        .spawn()
-        .unwrap();
+/// Starts the binary on an ephemeral port; returns the child and its address.
+async fn spawn_server(envs: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    let mut cmd = natter();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let addr = tokio::time::timeout(Duration::from_secs(10), async {
@@ -95,16 +96,84 @@ async fn serves_from_env_config_and_stops_on_sigterm() {
     })
     .await
     .unwrap();
-    let (status, _) = http_get(&addr, "/healthz").await;
-    assert_eq!(status, 200);
+    // Keep draining the log so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+fn signal(child: &tokio::process::Child, sig: i32) {
     let pid = child.id().unwrap() as i32;
     // SAFETY: sending a signal to our own child process.
-    unsafe { libc_kill(pid, 15) };
+    unsafe { libc_kill(pid, sig) };
+}
+
+#[tokio::test]
+async fn serves_from_env_config_and_stops_on_sigterm() {
+    let (mut child, addr) = spawn_server(&[("NATTER__HEARTBEAT__INTERVAL", "5s")]).await;
+    let (status, _) = http_get(&addr, "/healthz").await;
+    assert_eq!(status, 200);
+    signal(&child, 15);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("stops within the shutdown timeout")
         .unwrap();
     assert!(status.success());
+}
+
+/// Acknowledged means durable: N acked messages to an offline user survive SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_sigkill() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::{connect_async, tungstenite::Message};
+    const N: usize = 300;
+    let dir = std::env::temp_dir().join(format!("natter-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.to_string_lossy().into_owned();
+    let envs = [("NATTER__STORAGE__PATH", path.as_str())];
+
+    let (mut child, addr) = spawn_server(&envs).await;
+    let (mut sender, _) = connect_async(format!("ws://{addr}/ws/s/conn/p"))
+        .await
+        .unwrap();
+    for i in 0..N {
+        let m = format!(r#"{{"receiver_id":"offline","local_id":"{i}","content":"m{i}"}}"#);
+        sender.feed(Message::text(m)).await.unwrap();
+    }
+    sender.flush().await.unwrap();
+    let mut acked = 0;
+    while acked < N {
+        let frame = tokio::time::timeout(Duration::from_secs(10), sender.next())
+            .await
+            .unwrap();
+        if let Some(Ok(Message::Text(t))) = frame {
+            let m: natter_protocol::Msg = serde_json::from_str(&t).unwrap();
+            assert_eq!(m.msg_type, 24, "{t}");
+            acked += 1;
+        }
+    }
+    // Every message is acknowledged: kill the server without warning.
+    signal(&child, 9);
+    child.wait().await.unwrap();
+
+    let (mut child, addr) = spawn_server(&envs).await;
+    let (mut device, _) = connect_async(format!("ws://{addr}/ws/offline/conn/p?since_seq=0"))
+        .await
+        .unwrap();
+    for i in 0..N {
+        let frame = tokio::time::timeout(Duration::from_secs(10), device.next())
+            .await
+            .unwrap();
+        let Some(Ok(Message::Text(t))) = frame else {
+            panic!("{frame:?}")
+        };
+        let m: natter_protocol::Msg = serde_json::from_str(&t).unwrap();
+        assert_eq!((m.seq, m.content), (i as i64 + 1, format!("m{i}")));
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(300), device.next()).await;
+    assert!(extra.is_err(), "exactly {N} messages: {extra:?}");
+    signal(&child, 9);
+    child.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn http_get(addr: &str, path: &str) -> (u16, String) {

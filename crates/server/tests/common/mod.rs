@@ -296,3 +296,54 @@ pub fn mint(config: &Config, user: &str, platform: Option<&str>, ttl: Duration) 
         .mint(user, platform, ttl)
         .unwrap()
 }
+
+/// Which store a behavioural test runs against.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests use (a database of their own is created on it per test).
+pub fn pg_admin_url() -> String {
+    std::env::var("NATTER_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty PostgreSQL database for one test; returns its URL.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let admin = pg_admin_url();
+    let name = format!(
+        "natter_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL for tests (set NATTER_TEST_PG_URL; scripts/test starts one)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+/// A test config on the given backend, each with storage of its own.
+pub async fn config_for(backend: Backend) -> Config {
+    let mut config = test_config();
+    if let Backend::Postgres = backend {
+        config.storage.backend = natter::config::StorageBackend::Postgres;
+        config.storage.url = fresh_pg_database().await;
+        config.storage.pool_size = 4;
+    }
+    config
+}
