@@ -335,6 +335,9 @@ struct Run {
     /// Messages read by receivers (all devices), after warm-up.
     delivered: AtomicU64,
     latency: Mutex<Histogram<u64>>,
+    /// Acks read by senders, after warm-up, and their latency (send → ack).
+    acked: AtomicU64,
+    ack_latency: Mutex<Histogram<u64>>,
 }
 
 impl Run {
@@ -343,9 +346,23 @@ impl Run {
     }
 }
 
+/// A tag unique to this bench process, so `local_id`s never repeat across runs (the server
+/// would take a repeat for an idempotent resend).
+fn run_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("{:x}-{}", nanos, std::process::id())
+    })
+}
+
 fn message(to: &str, seq: u64, at_micros: u64, content: &str) -> Message {
+    let tag = run_tag();
     Message::text(format!(
-        r#"{{"receiver_id":"{to}","local_id":"{seq}","create_time":{at_micros},"content":"{content}"}}"#
+        r#"{{"receiver_id":"{to}","local_id":"{tag}-{seq}","create_time":{at_micros},"content":"{content}"}}"#
     ))
 }
 
@@ -369,6 +386,8 @@ async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()> {
         senders_done: AtomicBool::new(false),
         delivered: AtomicU64::new(0),
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        acked: AtomicU64::new(0),
+        ack_latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
     });
     let content = "x".repeat(cfg.size);
     let mut n = 0;
@@ -428,9 +447,11 @@ async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()> {
 
     tokio::time::sleep(WARMUP).await;
     let d0 = run.delivered.load(Ordering::Relaxed);
+    let a0 = run.acked.load(Ordering::Relaxed);
     let t0 = Instant::now();
     tokio::time::sleep(cfg.duration).await;
     let d1 = run.delivered.load(Ordering::Relaxed);
+    let a1 = run.acked.load(Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
     run.stop.store(true, Ordering::Relaxed);
 
@@ -482,6 +503,19 @@ async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()> {
         h.max() as f64 / 1000.0,
         h.len()
     );
+    let ah = run
+        .ack_latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let ams = |q: f64| ah.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "acked: {:.0} msg/s; ack latency ms: p50 {:.3} p99 {:.3} p999 {:.3}",
+        (a1 - a0) as f64 / elapsed,
+        ams(0.5),
+        ams(0.99),
+        ams(0.999)
+    );
     let expected = sent_total * cfg.devices as u64;
     println!(
         "healthy pairs: sent {sent_total}, expected deliveries {expected}, received {received_total} ({})",
@@ -524,6 +558,7 @@ async fn send(
 ) -> anyhow::Result<u64> {
     let mut seq = 0u64;
     let mut acked = 0u64;
+    let mut ack_latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut tick = rate.map(|r| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -557,7 +592,13 @@ async fn send(
             },
         };
         match frame {
-            Some(Ok(Message::Text(t))) if is_ack(&t) => acked += 1,
+            Some(Ok(Message::Text(t))) if is_ack(&t) => {
+                acked += 1;
+                if let Some(at) = create_time(&t).filter(|&at| at >= WARMUP.as_micros() as u64) {
+                    let _ = ack_latency.record(run.micros().saturating_sub(at).max(1));
+                    run.acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Some(Ok(Message::Close(c))) => {
                 bail!("sender to {to} closed by the server: {c:?}")
             }
@@ -566,6 +607,10 @@ async fn send(
             None => bail!("sender to {to}: connection ended"),
         }
     }
+    run.ack_latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(&ack_latency)?;
     let _ = ws.close(None).await;
     Ok(seq)
 }

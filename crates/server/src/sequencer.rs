@@ -72,7 +72,9 @@ async fn commit_loop(
     while submissions.recv_many(&mut batch, batch_max).await > 0 {
         let (msgs, conns): (Vec<Msg>, Vec<ConnId>) =
             batch.drain(..).map(|s| (s.msg, s.conn)).unzip();
+        let started = std::time::Instant::now();
         let result = store.append(&msgs).await;
+        tracing::trace!(messages = msgs.len(), took = ?started.elapsed(), "batch committed");
         if committed
             .send(Committed {
                 msgs,

@@ -1,7 +1,11 @@
 -- Every accepted message, once. `seq` is its place in the receiver's inbox (for a group: the
 -- group's), `send_seq` its place in the sender's sent stream.
+-- `id` orders rows by commit (retention deletes from the front). `server_id` needs no index of
+-- its own: receipts find messages through the reader's inbox, and ids are unique by
+-- construction (UUIDv7 with a per-node counter and random bits).
 CREATE TABLE messages (
-    server_id    TEXT     NOT NULL PRIMARY KEY,
+    id           BIGINT   GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    server_id    TEXT     NOT NULL,
     send_id      TEXT     NOT NULL,
     receiver_id  TEXT     NOT NULL,
     local_id     TEXT     NOT NULL,

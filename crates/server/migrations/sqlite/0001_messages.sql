@@ -1,7 +1,11 @@
 -- Every accepted message, once. `seq` is its place in the receiver's inbox (for a group: the
 -- group's), `send_seq` its place in the sender's sent stream.
+-- A rowid table: rows are appended in commit order (cheap inserts, and retention deletes
+-- from the front). `server_id` needs no index of its own: receipts find messages through the
+-- reader's inbox, and ids are unique by construction (UUIDv7, counter per node).
 CREATE TABLE messages (
-    server_id    TEXT    NOT NULL PRIMARY KEY,
+    id           INTEGER PRIMARY KEY,
+    server_id    TEXT    NOT NULL,
     send_id      TEXT    NOT NULL,
     receiver_id  TEXT    NOT NULL,
     local_id     TEXT    NOT NULL,
@@ -13,7 +17,7 @@ CREATE TABLE messages (
     create_time  INTEGER NOT NULL,
     send_time    INTEGER NOT NULL,
     is_read      INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
+);
 
 CREATE UNIQUE INDEX messages_inbox ON messages (receiver_id, seq);
 CREATE UNIQUE INDEX messages_sent ON messages (send_id, send_seq);

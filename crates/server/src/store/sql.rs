@@ -19,6 +19,16 @@ use super::{Appended, Store, StoreError, Stream, classify, migrator, seq_demand}
 const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
                        content_type, content, create_time, send_time, is_read";
 
+/// The same columns, qualified by the alias `m`.
+const MSG_COLUMNS: &str = "m.server_id, m.send_id, m.receiver_id, m.local_id, m.seq, \
+                           m.send_seq, m.msg_type, m.content_type, m.content, m.create_time, \
+                           m.send_time, m.is_read";
+
+/// Rows per multi-row statement. Batches are cut into chunks of this size so that only a few
+/// distinct statements exist (full chunks, plus one per remainder size), and every one of them
+/// stays in the connection's prepared-statement cache instead of being parsed per batch.
+const CHUNK: usize = 32;
+
 /// Rows deleted per statement by retention, so writers are never blocked for long.
 const PRUNE_CHUNK: i64 = 5000;
 
@@ -50,7 +60,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            .statement_cache_capacity(256)
+            // 64 MiB of page cache per connection (the default is 2 MiB): index pages of many
+            // users' inboxes stay in memory instead of being read back on every batch.
+            .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -105,15 +119,19 @@ macro_rules! sql_store {
                 // 1. Resends: the originals of (send_id, local_id) pairs stored before.
                 let keyed: Vec<&Msg> = batch.iter().filter(|m| !m.local_id.is_empty()).collect();
                 let mut stored: HashMap<(String, String), Msg> = HashMap::new();
-                if !keyed.is_empty() {
-                    let mut q = QueryBuilder::<$Db>::new(format!(
-                        "SELECT {COLUMNS} FROM messages WHERE (send_id, local_id) IN ("
-                    ));
-                    q.push_values(&keyed, |mut b, m| {
+                for keyed in keyed.chunks(CHUNK) {
+                    // A join from the constant rows, not `(send_id, local_id) IN (VALUES ...)`:
+                    // SQLite scans the whole table for the latter, and looks up the index for this.
+                    let mut q = QueryBuilder::<$Db>::new("SELECT ");
+                    q.push(MSG_COLUMNS).push(" FROM (");
+                    q.push_values(keyed, |mut b, m| {
                         b.push_bind(m.send_id.as_str())
                             .push_bind(m.local_id.as_str());
                     });
-                    q.push(")");
+                    q.push(
+                        ") AS k JOIN messages m ON m.send_id = k.column1 \
+                         AND m.local_id = k.column2 WHERE m.local_id <> ''",
+                    );
                     for row in q.build().fetch_all(&mut *tx).await? {
                         let m = Self::row_to_msg(&row)?;
                         stored.insert((m.send_id.clone(), m.local_id.clone()), m);
@@ -124,10 +142,10 @@ macro_rules! sql_store {
                 // 2. Sequence numbers: one block per user, allocated atomically.
                 let demand = seq_demand(batch, &fresh);
                 let mut next: HashMap<String, (i64, i64)> = HashMap::with_capacity(demand.len());
-                if !demand.is_empty() {
+                for demand in demand.chunks(CHUNK) {
                     let mut q =
                         QueryBuilder::<$Db>::new("INSERT INTO user_seq (user_id, seq, send_seq) ");
-                    q.push_values(&demand, |mut b, (user, inbox, sent)| {
+                    q.push_values(demand, |mut b, (user, inbox, sent)| {
                         b.push_bind(user.as_str())
                             .push_bind(*inbox)
                             .push_bind(*sent);
@@ -144,7 +162,7 @@ macro_rules! sql_store {
                         .iter()
                         .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
                         .collect::<Result<_, sqlx::Error>>()?;
-                    for (user, inbox, sent) in &demand {
+                    for (user, inbox, sent) in demand {
                         let (seq_top, send_top) = tops.get(user).copied().unwrap_or_default();
                         next.insert(user.clone(), (seq_top - inbox + 1, send_top - sent + 1));
                     }
@@ -186,11 +204,11 @@ macro_rules! sql_store {
                     }
                 }
 
-                // 3. The rows, in one statement.
-                if !numbered.is_empty() {
+                // 3. The rows.
+                for numbered in numbered.chunks(CHUNK) {
                     let mut q =
                         QueryBuilder::<$Db>::new(format!("INSERT INTO messages ({COLUMNS}) "));
-                    q.push_values(&numbered, |mut b, m| {
+                    q.push_values(numbered, |mut b, m| {
                         b.push_bind(m.server_id.as_str())
                             .push_bind(m.send_id.as_str())
                             .push_bind(m.receiver_id.as_str())
@@ -269,11 +287,11 @@ macro_rules! sql_store {
                 let mut total = 0;
                 loop {
                     let mut q = QueryBuilder::<$Db>::new(
-                        "DELETE FROM messages WHERE server_id IN \
-                         (SELECT server_id FROM messages WHERE send_time < ",
+                        "DELETE FROM messages WHERE id IN \
+                         (SELECT id FROM messages WHERE send_time < ",
                     );
                     q.push_bind(before_ms)
-                        .push(" LIMIT ")
+                        .push(" ORDER BY id LIMIT ")
                         .push_bind(PRUNE_CHUNK)
                         .push(")");
                     let n = q.build().execute(&self.pool).await?.rows_affected();
