@@ -27,7 +27,7 @@ const MSG_COLUMNS: &str = "m.server_id, m.send_id, m.receiver_id, m.local_id, m.
 /// Rows per multi-row statement. Batches are cut into chunks of this size so that only a few
 /// distinct statements exist (full chunks, plus one per remainder size), and every one of them
 /// stays in the connection's prepared-statement cache instead of being parsed per batch.
-const CHUNK: usize = 32;
+const CHUNK: usize = 128;
 
 /// Rows deleted per statement by retention, so writers are never blocked for long.
 const PRUNE_CHUNK: i64 = 5000;
@@ -61,7 +61,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
-            .statement_cache_capacity(256)
+            .statement_cache_capacity(512)
             // 64 MiB of page cache per connection (the default is 2 MiB): index pages of many
             // users' inboxes stay in memory instead of being read back on every batch.
             .pragma("cache_size", "-65536");
