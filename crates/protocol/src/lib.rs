@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub mod msg_type {
     /// One-to-one chat message.
     pub const SINGLE: i32 = 0;
-    /// Group chat message (`receiver_id` is the group id).
+    /// Group chat message (`receiver_id` is the group id, `seq` the group's sequence).
     pub const GROUP: i32 = 1;
     /// Read receipt: `content` is the `server_id` of the last message read; every message from
     /// `receiver_id` to the reader up to it is marked read.
@@ -110,10 +110,12 @@ pub enum ErrorReason {
     RateLimited,
     /// The store could not commit the message: it was not accepted; send it again later.
     StoreUnavailable,
+    /// A group message from somebody who is not a member (or to a group that does not exist).
+    NotAMember,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 8] = [
+    pub const ALL: [ErrorReason; 9] = [
         ErrorReason::InvalidJson,
         ErrorReason::InvalidMsg,
         ErrorReason::MissingReceiver,
@@ -122,6 +124,7 @@ impl ErrorReason {
         ErrorReason::SenderMismatch,
         ErrorReason::RateLimited,
         ErrorReason::StoreUnavailable,
+        ErrorReason::NotAMember,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +137,7 @@ impl ErrorReason {
             ErrorReason::SenderMismatch => "sender_mismatch",
             ErrorReason::RateLimited => "rate_limited",
             ErrorReason::StoreUnavailable => "store_unavailable",
+            ErrorReason::NotAMember => "not_a_member",
         }
     }
 }

@@ -16,7 +16,29 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub shutdown: ShutdownConfig,
     pub storage: StorageConfig,
+    pub groups: GroupsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Most members of one group.
+    pub max_members: usize,
+    /// Most groups one user may be a member of.
+    pub max_groups_per_user: usize,
+    /// Whether a member added later can read the messages from before they joined.
+    pub new_members_see_history: bool,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            max_members: 10_000,
+            max_groups_per_user: 1_000,
+            new_members_see_history: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -362,6 +384,12 @@ impl Config {
         }
         if !(1..=2000).contains(&self.storage.batch_max) {
             return invalid("storage.batch_max", "must be between 1 and 2000");
+        }
+        if self.groups.max_members < 2 {
+            return invalid("groups.max_members", "must be at least 2");
+        }
+        if self.groups.max_groups_per_user == 0 {
+            return invalid("groups.max_groups_per_user", "must be at least 1");
         }
         if self.storage.pool_size == 0 {
             return invalid("storage.pool_size", "must be at least 1");

@@ -59,6 +59,10 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if crate::groups::is_group_id(&user) {
+        let detail = "user ids may not start with g_ (group ids do)";
+        return refuse(&state, StatusCode::BAD_REQUEST, "invalid_id", detail);
+    }
     for id in [&user, &platform] {
         if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
             let detail = format!("ids are at most {MAX_ID_LEN} bytes, no control characters");

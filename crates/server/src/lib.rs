@@ -16,6 +16,7 @@
 //! - [`ids`]: server message ids (UUIDv7, increasing within a node).
 //! - [`sequencer`]: group commit of stored messages, then delivery in commit order.
 //! - [`store`]: the `Store` trait; SQLite and PostgreSQL over one schema.
+//! - [`groups`]: group membership (cached), rules, notifications; read fan-out.
 //! - [`hub`]: who is connected to this node; queues frames to a user's devices.
 //! - [`outbox`]: the bounded per-connection queue between the hub and a session.
 //! - [`http`]: `/healthz`, `/metrics`, and the HTTP API (`/api/v1/...`).
@@ -26,6 +27,7 @@
 pub mod auth;
 pub mod config;
 pub mod gateway;
+pub mod groups;
 pub mod http;
 pub mod hub;
 pub mod ids;

@@ -17,6 +17,7 @@ use std::{
 use natter_protocol::{ErrorReason, Msg, msg_type};
 
 use crate::{
+    groups::{Audience, Groups, Notice, is_group_id},
     hub::{ConnId, Fanout, Hub},
     ids,
     metrics::{DropReason, Metrics},
@@ -51,13 +52,30 @@ impl Refusal {
 pub struct Messaging {
     delivery: Arc<Delivery>,
     sequencer: Option<Sequencer>,
+    groups: Option<Arc<Groups>>,
 }
 
 impl Messaging {
-    pub fn new(delivery: Arc<Delivery>, sequencer: Option<Sequencer>) -> Messaging {
+    pub fn new(
+        delivery: Arc<Delivery>,
+        sequencer: Option<Sequencer>,
+        groups: Option<Arc<Groups>>,
+    ) -> Messaging {
         Messaging {
             delivery,
             sequencer,
+            groups,
+        }
+    }
+
+    /// Stores and delivers a group notification (no connection gets an ack for it).
+    pub async fn notify(&self, notice: Notice) {
+        let Notice { mut msg, audience } = notice;
+        stamp(&mut msg);
+        if let Some(sequencer) = &self.sequencer
+            && sequencer.submit(msg, 0, Some(audience)).await.is_err()
+        {
+            tracing::warn!("group notification dropped: the server is shutting down");
         }
     }
 
@@ -71,10 +89,16 @@ impl Messaging {
                     "msg_type 24 is sent by the server only",
                 ));
             }
-            msg_type::GROUP => {
+            msg_type::GROUP if !is_group_id(&msg.receiver_id) => {
                 return Err(Refusal::new(
                     ErrorReason::UnsupportedMsgType,
-                    "group messages are not available on this server yet",
+                    "msg_type 1 goes to a group id (g_...)",
+                ));
+            }
+            t if t != msg_type::GROUP && is_group_id(&msg.receiver_id) => {
+                return Err(Refusal::new(
+                    ErrorReason::UnsupportedMsgType,
+                    "messages to a group have msg_type 1",
                 ));
             }
             msg_type::READ if msg.content.is_empty() => {
@@ -93,22 +117,62 @@ impl Messaging {
                 format!("send_id must be `{}` on this connection", origin.user),
             ));
         }
+        let audience = if msg.msg_type == msg_type::GROUP {
+            Some(self.group_audience(&msg.receiver_id, origin.user).await?)
+        } else {
+            None
+        };
         self.delivery.metrics.messages_received.increment(1);
-        msg.send_time = now_millis();
-        msg.server_id = ids::message_id(msg.send_time).to_string();
-        msg.seq = 0;
-        msg.send_seq = 0;
-        msg.is_read = false;
+        stamp(&mut msg);
         match &self.sequencer {
             None => {
-                self.delivery.deliver(msg, origin.conn);
+                self.delivery.deliver(msg, origin.conn, None);
                 Ok(())
             }
-            Some(sequencer) => sequencer.submit(msg, origin.conn).await.map_err(|_| {
-                Refusal::new(ErrorReason::StoreUnavailable, "the server is shutting down")
-            }),
+            Some(sequencer) => sequencer
+                .submit(msg, origin.conn, audience)
+                .await
+                .map_err(|_| {
+                    Refusal::new(ErrorReason::StoreUnavailable, "the server is shutting down")
+                }),
         }
     }
+
+    /// The members a group message goes to, if `user` may send to the group.
+    async fn group_audience(&self, group_id: &str, user: &str) -> Result<Audience, Refusal> {
+        let Some(groups) = &self.groups else {
+            return Err(Refusal::new(
+                ErrorReason::UnsupportedMsgType,
+                "groups need storage (storage.backend: sqlite or postgres)",
+            ));
+        };
+        let not_member = || {
+            Refusal::new(
+                ErrorReason::NotAMember,
+                format!("you are not a member of {group_id}"),
+            )
+        };
+        match groups.members(group_id).await {
+            Ok(Some(members)) if members.role(user).is_some() => Ok(Audience {
+                members,
+                also: Vec::new(),
+            }),
+            Ok(_) => Err(not_member()),
+            Err(e) => {
+                tracing::error!(error = %e, "loading group members failed");
+                Err(Refusal::new(ErrorReason::StoreUnavailable, "try again"))
+            }
+        }
+    }
+}
+
+/// Server-side fields of an accepted message.
+fn stamp(msg: &mut Msg) {
+    msg.send_time = now_millis();
+    msg.server_id = ids::message_id(msg.send_time).to_string();
+    msg.seq = 0;
+    msg.send_seq = 0;
+    msg.is_read = false;
 }
 
 /// Puts accepted messages into outboxes: one serialisation per message, shared by every device.
@@ -116,17 +180,39 @@ impl Messaging {
 pub struct Delivery {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    groups: Option<Arc<Groups>>,
 }
 
 impl Delivery {
-    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Delivery {
-        Delivery { hub, metrics }
+    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, groups: Option<Arc<Groups>>) -> Delivery {
+        Delivery {
+            hub,
+            metrics,
+            groups,
+        }
     }
 
-    /// Delivers `msg` (stamped, and numbered when stored) to the receiver's devices and the
-    /// sender's other devices, then acks it to connection `conn`.
-    pub fn deliver(&self, mut msg: Msg, conn: ConnId) {
+    /// Delivers `msg` (stamped, and numbered when stored), then acks it to connection `conn`.
+    /// A group message goes to every member's devices (the members as cached now, which a
+    /// membership change on this node has refreshed; else those known when it was accepted).
+    pub fn deliver(&self, mut msg: Msg, conn: ConnId, audience: Option<Audience>) {
         let frame = Frame::from(msg.encode());
+        if let Some(audience) = audience {
+            let members = self
+                .groups
+                .as_ref()
+                .and_then(|g| g.cached(&msg.receiver_id))
+                .unwrap_or(audience.members);
+            let mut fanout = Fanout::default();
+            for user in members.roles.keys().chain(audience.also.iter()) {
+                let skip = (*user == msg.send_id).then_some(conn);
+                fanout.add(self.hub.send_to_user(user, &frame, Cursor::None, skip));
+            }
+            self.count_drops(fanout);
+            msg.msg_type = msg_type::REC_RESP;
+            self.reply(&msg.send_id, conn, &msg);
+            return;
+        }
         let to_self = msg.receiver_id == msg.send_id;
         let mut fanout = self.hub.send_to_user(
             &msg.receiver_id,

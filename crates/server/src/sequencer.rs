@@ -16,6 +16,7 @@ use natter_protocol::{ErrorReason, Msg};
 use tokio::sync::mpsc;
 
 use crate::{
+    groups::Audience,
     hub::ConnId,
     messaging::{Delivery, Refusal},
     store::{Appended, Store, StoreError},
@@ -25,11 +26,12 @@ use crate::{
 struct Submission {
     msg: Msg,
     conn: ConnId,
+    audience: Option<Audience>,
 }
 
 struct Committed {
     msgs: Vec<Msg>,
-    conns: Vec<ConnId>,
+    targets: Vec<(ConnId, Option<Audience>)>,
     result: Result<Vec<Appended>, StoreError>,
 }
 
@@ -53,10 +55,20 @@ impl Sequencer {
         Sequencer { queue }
     }
 
-    /// Queues a stamped message; waits while the queue is full.
-    pub async fn submit(&self, msg: Msg, conn: ConnId) -> Result<(), Stopped> {
+    /// Queues a stamped message; waits while the queue is full. `audience` is set for a group
+    /// message.
+    pub async fn submit(
+        &self,
+        msg: Msg,
+        conn: ConnId,
+        audience: Option<Audience>,
+    ) -> Result<(), Stopped> {
         self.queue
-            .send(Submission { msg, conn })
+            .send(Submission {
+                msg,
+                conn,
+                audience,
+            })
             .await
             .map_err(|_| Stopped)
     }
@@ -70,15 +82,17 @@ async fn commit_loop(
 ) {
     let mut batch = Vec::with_capacity(batch_max);
     while submissions.recv_many(&mut batch, batch_max).await > 0 {
-        let (msgs, conns): (Vec<Msg>, Vec<ConnId>) =
-            batch.drain(..).map(|s| (s.msg, s.conn)).unzip();
+        let (msgs, targets): (Vec<Msg>, Vec<(ConnId, Option<Audience>)>) = batch
+            .drain(..)
+            .map(|s| (s.msg, (s.conn, s.audience)))
+            .unzip();
         let started = std::time::Instant::now();
         let result = store.append(&msgs).await;
         tracing::trace!(messages = msgs.len(), took = ?started.elapsed(), "batch committed");
         if committed
             .send(Committed {
                 msgs,
-                conns,
+                targets,
                 result,
             })
             .await
@@ -92,18 +106,20 @@ async fn commit_loop(
 async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<Delivery>) {
     while let Some(Committed {
         msgs,
-        conns,
+        targets,
         result,
     }) = committed.recv().await
     {
         match result {
             Ok(outcomes) => {
-                for ((mut msg, conn), outcome) in msgs.into_iter().zip(conns).zip(outcomes) {
+                for ((mut msg, (conn, audience)), outcome) in
+                    msgs.into_iter().zip(targets).zip(outcomes)
+                {
                     match outcome {
                         Appended::New { seq, send_seq } => {
                             msg.seq = seq;
                             msg.send_seq = send_seq;
-                            delivery.deliver(msg, conn);
+                            delivery.deliver(msg, conn, audience);
                         }
                         Appended::Duplicate(original) => delivery.ack_duplicate(original, conn),
                     }
@@ -115,7 +131,7 @@ async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<De
                     reason: ErrorReason::StoreUnavailable,
                     detail: "the message could not be stored; send it again".into(),
                 };
-                for (msg, conn) in msgs.iter().zip(conns) {
+                for (msg, (conn, _)) in msgs.iter().zip(targets) {
                     delivery.refuse(&msg.send_id, conn, &msg.local_id, &refusal);
                 }
             }

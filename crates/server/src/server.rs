@@ -28,7 +28,9 @@ use tokio::{
 use crate::{
     auth::{Auth, KeyError},
     config::Config,
-    gateway, http,
+    gateway,
+    groups::Groups,
+    http,
     hub::Hub,
     messaging::{Delivery, Messaging, now_millis},
     metrics::Metrics,
@@ -47,6 +49,8 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     /// `None` when `storage.backend` is `none`.
     pub store: Option<Arc<dyn Store>>,
+    /// `None` without storage.
+    pub groups: Option<Arc<Groups>>,
 }
 
 /// Counts tasks in flight (sessions, HTTP connections), can cap them, and lets shutdown wait
@@ -162,11 +166,14 @@ impl Server {
         let store = store::open(&config.storage).await?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::default());
-        let delivery = Arc::new(Delivery::new(hub.clone(), metrics.clone()));
+        let groups = store
+            .clone()
+            .map(|store| Arc::new(Groups::new(store, config.groups.clone())));
+        let delivery = Arc::new(Delivery::new(hub.clone(), metrics.clone(), groups.clone()));
         let sequencer = store
             .clone()
             .map(|store| Sequencer::start(store, delivery.clone(), config.storage.batch_max));
-        let messaging = Arc::new(Messaging::new(delivery, sequencer));
+        let messaging = Arc::new(Messaging::new(delivery, sequencer, groups.clone()));
         let state = AppState {
             config: Arc::new(config),
             auth,
@@ -175,6 +182,7 @@ impl Server {
             metrics,
             sessions: Arc::new(Sessions::default()),
             store,
+            groups,
         };
         Ok(Server { listener, state })
     }

@@ -32,6 +32,57 @@ pub enum Appended {
     Duplicate(Msg),
 }
 
+/// A group, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Group {
+    pub group_id: String,
+    pub name: String,
+    pub owner: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A member's role in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Role {
+        match s {
+            "owner" => Role::Owner,
+            "admin" => Role::Admin,
+            _ => Role::Member,
+        }
+    }
+
+    /// Owners and admins manage members and the name.
+    pub fn manages(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Member {
+    pub user_id: String,
+    pub role: Role,
+    /// The group's `seq` when the member joined: the member sees the messages after it.
+    pub joined_seq: i64,
+}
+
 /// Which of a user's two streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -72,6 +123,53 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes messages sent before `before_ms` (Unix ms); returns how many.
     fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Creates `group` with its first members (the owner among them), all joining at seq 0.
+    fn create_group<'a>(
+        &'a self,
+        group: &'a Group,
+        members: &'a [(String, Role)],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    fn group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<Option<Group>, StoreError>>;
+
+    fn members<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<Vec<Member>, StoreError>>;
+
+    /// Adds `users` as members joining at the group's current seq; returns those not already in.
+    fn add_members<'a>(
+        &'a self,
+        group_id: &'a str,
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+
+    /// Removes a member; returns whether it was one.
+    fn remove_member<'a>(
+        &'a self,
+        group_id: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    fn set_role<'a>(
+        &'a self,
+        group_id: &'a str,
+        user: &'a str,
+        role: Role,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    fn rename_group<'a>(
+        &'a self,
+        group_id: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Deletes the group and its memberships (its messages stay until retention).
+    fn dissolve_group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The groups `user` is a member of, with the user's role in each.
+    fn groups_of<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(Group, Role)>, StoreError>>;
 }
 
 /// Opens the configured store, creating its schema on first start. `None` when storage is off.

@@ -14,7 +14,9 @@ use sqlx::{
     },
 };
 
-use super::{Appended, Store, StoreError, Stream, classify, migrator, seq_demand};
+use super::{
+    Appended, Group, Member, Role, Store, StoreError, Stream, classify, migrator, seq_demand,
+};
 
 const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
                        content_type, content, create_time, send_time, is_read";
@@ -32,16 +34,30 @@ const CHUNK: usize = 128;
 /// Rows deleted per statement by retention, so writers are never blocked for long.
 const PRUNE_CHUNK: i64 = 5000;
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "messages",
-    include_str!("../../migrations/sqlite/0001_messages.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "messages",
-    include_str!("../../migrations/postgres/0001_messages.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "messages",
+        include_str!("../../migrations/sqlite/0001_messages.sql"),
+    ),
+    (
+        2,
+        "groups",
+        include_str!("../../migrations/sqlite/0002_groups.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "messages",
+        include_str!("../../migrations/postgres/0001_messages.sql"),
+    ),
+    (
+        2,
+        "groups",
+        include_str!("../../migrations/postgres/0002_groups.sql"),
+    ),
+];
 
 /// SQLite in WAL mode with `synchronous = FULL`: a commit returns after the WAL is fsynced, once
 /// per batch.
@@ -93,8 +109,11 @@ impl PostgresStore {
     }
 }
 
+/// Instantiates the stores' SQL for one driver. `$begin` opens a write transaction: SQLite
+/// needs `BEGIN IMMEDIATE`, or a transaction that reads first fails with "database is locked"
+/// when it tries to write after another connection has committed.
 macro_rules! sql_store {
-    ($Store:ty, $Db:ty) => {
+    ($Store:ty, $Db:ty, $begin:expr) => {
         impl $Store {
             fn row_to_msg(row: &<$Db as sqlx::Database>::Row) -> Result<Msg, sqlx::Error> {
                 Ok(Msg {
@@ -114,7 +133,7 @@ macro_rules! sql_store {
             }
 
             async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
 
                 // 1. Resends: the originals of (send_id, local_id) pairs stored before.
                 let keyed: Vec<&Msg> = batch.iter().filter(|m| !m.local_id.is_empty()).collect();
@@ -303,7 +322,246 @@ macro_rules! sql_store {
             }
         }
 
+        impl $Store {
+            fn row_to_group(row: &<$Db as sqlx::Database>::Row) -> Result<Group, sqlx::Error> {
+                Ok(Group {
+                    group_id: row.try_get(0)?,
+                    name: row.try_get(1)?,
+                    owner: row.try_get(2)?,
+                    created_at: row.try_get(3)?,
+                })
+            }
+
+            async fn create_group_impl(
+                &self,
+                g: &Group,
+                members: &[(String, Role)],
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let mut q = QueryBuilder::<$Db>::new(
+                    "INSERT INTO chat_groups (group_id, name, owner, created_at) ",
+                );
+                q.push_values([g], |mut b, g| {
+                    b.push_bind(g.group_id.as_str())
+                        .push_bind(g.name.as_str())
+                        .push_bind(g.owner.as_str())
+                        .push_bind(g.created_at);
+                });
+                q.build().execute(&mut *tx).await?;
+                for chunk in members.chunks(CHUNK) {
+                    let mut q = QueryBuilder::<$Db>::new(
+                        "INSERT INTO group_members (group_id, user_id, role, joined_seq) ",
+                    );
+                    q.push_values(chunk, |mut b, (user, role)| {
+                        b.push_bind(g.group_id.as_str())
+                            .push_bind(user.as_str())
+                            .push_bind(role.as_str())
+                            .push_bind(0i64);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn group_impl(&self, group_id: &str) -> Result<Option<Group>, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new(
+                    "SELECT group_id, name, owner, created_at FROM chat_groups WHERE group_id = ",
+                );
+                q.push_bind(group_id);
+                let row = q.build().fetch_optional(&self.pool).await?;
+                Ok(row.as_ref().map(Self::row_to_group).transpose()?)
+            }
+
+            async fn members_impl(&self, group_id: &str) -> Result<Vec<Member>, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new(
+                    "SELECT user_id, role, joined_seq FROM group_members WHERE group_id = ",
+                );
+                q.push_bind(group_id).push(" ORDER BY user_id");
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|r| {
+                        let role: String = r.try_get(1)?;
+                        Ok(Member {
+                            user_id: r.try_get(0)?,
+                            role: Role::parse(&role),
+                            joined_seq: r.try_get(2)?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            }
+
+            async fn add_members_impl(
+                &self,
+                group_id: &str,
+                users: &[String],
+            ) -> Result<Vec<String>, StoreError> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let mut q = QueryBuilder::<$Db>::new("SELECT seq FROM user_seq WHERE user_id = ");
+                q.push_bind(group_id);
+                let joined: i64 = match q.build().fetch_optional(&mut *tx).await? {
+                    Some(r) => r.try_get(0)?,
+                    None => 0,
+                };
+                let mut added = Vec::new();
+                for chunk in users.chunks(CHUNK) {
+                    let mut q = QueryBuilder::<$Db>::new(
+                        "INSERT INTO group_members (group_id, user_id, role, joined_seq) ",
+                    );
+                    q.push_values(chunk, |mut b, user| {
+                        b.push_bind(group_id)
+                            .push_bind(user.as_str())
+                            .push_bind(Role::Member.as_str())
+                            .push_bind(joined);
+                    });
+                    q.push(" ON CONFLICT (group_id, user_id) DO NOTHING RETURNING user_id");
+                    for r in q.build().fetch_all(&mut *tx).await? {
+                        added.push(r.try_get(0)?);
+                    }
+                }
+                tx.commit().await?;
+                Ok(added)
+            }
+
+            async fn remove_member_impl(
+                &self,
+                group_id: &str,
+                user: &str,
+            ) -> Result<bool, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new("DELETE FROM group_members WHERE group_id = ");
+                q.push_bind(group_id)
+                    .push(" AND user_id = ")
+                    .push_bind(user);
+                Ok(q.build().execute(&self.pool).await?.rows_affected() > 0)
+            }
+
+            async fn set_role_impl(
+                &self,
+                group_id: &str,
+                user: &str,
+                role: Role,
+            ) -> Result<bool, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new("UPDATE group_members SET role = ");
+                q.push_bind(role.as_str())
+                    .push(" WHERE group_id = ")
+                    .push_bind(group_id)
+                    .push(" AND user_id = ")
+                    .push_bind(user);
+                Ok(q.build().execute(&self.pool).await?.rows_affected() > 0)
+            }
+
+            async fn rename_group_impl(
+                &self,
+                group_id: &str,
+                name: &str,
+            ) -> Result<bool, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new("UPDATE chat_groups SET name = ");
+                q.push_bind(name)
+                    .push(" WHERE group_id = ")
+                    .push_bind(group_id);
+                Ok(q.build().execute(&self.pool).await?.rows_affected() > 0)
+            }
+
+            async fn dissolve_group_impl(&self, group_id: &str) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let mut q = QueryBuilder::<$Db>::new("DELETE FROM group_members WHERE group_id = ");
+                q.push_bind(group_id);
+                q.build().execute(&mut *tx).await?;
+                let mut q = QueryBuilder::<$Db>::new("DELETE FROM chat_groups WHERE group_id = ");
+                q.push_bind(group_id);
+                let gone = q.build().execute(&mut *tx).await?.rows_affected() > 0;
+                tx.commit().await?;
+                Ok(gone)
+            }
+
+            async fn groups_of_impl(&self, user: &str) -> Result<Vec<(Group, Role)>, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new(
+                    "SELECT g.group_id, g.name, g.owner, g.created_at, m.role FROM group_members m \
+                     JOIN chat_groups g ON g.group_id = m.group_id WHERE m.user_id = ",
+                );
+                q.push_bind(user).push(" ORDER BY g.group_id");
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|r| {
+                        let role: String = r.try_get(4)?;
+                        Ok((Self::row_to_group(r)?, Role::parse(&role)))
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            }
+        }
+
         impl Store for $Store {
+            fn create_group<'a>(
+                &'a self,
+                group: &'a Group,
+                members: &'a [(String, Role)],
+            ) -> BoxFuture<'a, Result<(), StoreError>> {
+                Box::pin(self.create_group_impl(group, members))
+            }
+
+            fn group<'a>(
+                &'a self,
+                group_id: &'a str,
+            ) -> BoxFuture<'a, Result<Option<Group>, StoreError>> {
+                Box::pin(self.group_impl(group_id))
+            }
+
+            fn members<'a>(
+                &'a self,
+                group_id: &'a str,
+            ) -> BoxFuture<'a, Result<Vec<Member>, StoreError>> {
+                Box::pin(self.members_impl(group_id))
+            }
+
+            fn add_members<'a>(
+                &'a self,
+                group_id: &'a str,
+                users: &'a [String],
+            ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+                Box::pin(self.add_members_impl(group_id, users))
+            }
+
+            fn remove_member<'a>(
+                &'a self,
+                group_id: &'a str,
+                user: &'a str,
+            ) -> BoxFuture<'a, Result<bool, StoreError>> {
+                Box::pin(self.remove_member_impl(group_id, user))
+            }
+
+            fn set_role<'a>(
+                &'a self,
+                group_id: &'a str,
+                user: &'a str,
+                role: Role,
+            ) -> BoxFuture<'a, Result<bool, StoreError>> {
+                Box::pin(self.set_role_impl(group_id, user, role))
+            }
+
+            fn rename_group<'a>(
+                &'a self,
+                group_id: &'a str,
+                name: &'a str,
+            ) -> BoxFuture<'a, Result<bool, StoreError>> {
+                Box::pin(self.rename_group_impl(group_id, name))
+            }
+
+            fn dissolve_group<'a>(
+                &'a self,
+                group_id: &'a str,
+            ) -> BoxFuture<'a, Result<bool, StoreError>> {
+                Box::pin(self.dissolve_group_impl(group_id))
+            }
+
+            fn groups_of<'a>(
+                &'a self,
+                user: &'a str,
+            ) -> BoxFuture<'a, Result<Vec<(Group, Role)>, StoreError>> {
+                Box::pin(self.groups_of_impl(user))
+            }
+
             fn append<'a>(
                 &'a self,
                 batch: &'a [Msg],
@@ -335,5 +593,5 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, Sqlite);
-sql_store!(PostgresStore, Postgres);
+sql_store!(SqliteStore, Sqlite, "BEGIN IMMEDIATE");
+sql_store!(PostgresStore, Postgres, "BEGIN");

@@ -12,6 +12,8 @@ use axum::{
 };
 use serde_json::json;
 
+mod groups;
+
 use crate::{
     auth::{self, Identity},
     server::AppState,
@@ -24,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/api/v1/messages", get(messages))
         .route("/api/v1/seq", get(seq))
+        .merge(groups::routes())
 }
 
 /// An API error: an HTTP status and a JSON body `{"error", "detail"}`.
@@ -72,7 +75,7 @@ pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 
 /// The caller of an API request and the store: a token as `Authorization: Bearer` or
 /// `?token=` (in development mode, `?user_id=`), and storage that is on.
-fn caller<'s>(
+pub(crate) fn caller<'s>(
     state: &'s AppState,
     headers: &HeaderMap,
     query: Option<&str>,

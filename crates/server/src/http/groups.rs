@@ -1,0 +1,277 @@
+//! The group API: `/api/v1/groups/...`. Every change also becomes a notification message in the
+//! group (see `groups::notice`).
+
+use axum::{
+    Json, Router,
+    extract::{Path, RawQuery, State, rejection::JsonRejection},
+    http::{HeaderMap, StatusCode},
+    routing::{get, post, put},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, caller, query_param};
+use crate::{
+    groups::{GroupError, Groups, Notice},
+    server::AppState,
+    store::{Role, Stream},
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/groups", post(create).get(list))
+        .route(
+            "/api/v1/groups/{group_id}",
+            get(show).patch(rename).delete(dissolve),
+        )
+        .route("/api/v1/groups/{group_id}/members", post(add))
+        .route(
+            "/api/v1/groups/{group_id}/members/{user_id}",
+            axum::routing::delete(remove),
+        )
+        .route(
+            "/api/v1/groups/{group_id}/members/{user_id}/role",
+            put(set_role),
+        )
+        .route("/api/v1/groups/{group_id}/messages", get(messages))
+}
+
+impl From<GroupError> for ApiError {
+    fn from(e: GroupError) -> ApiError {
+        let (status, error) = match &e {
+            GroupError::NotFound => (StatusCode::NOT_FOUND, "group_not_found"),
+            GroupError::NotAMember => (StatusCode::FORBIDDEN, "not_a_member"),
+            GroupError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            GroupError::Full(_) => (StatusCode::CONFLICT, "group_full"),
+            GroupError::TooManyGroups(..) => (StatusCode::CONFLICT, "too_many_groups"),
+            GroupError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            GroupError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        };
+        if let GroupError::Store(s) = &e {
+            tracing::error!(error = %s, "group store operation failed");
+        }
+        ApiError::new(status, error, e.to_string())
+    }
+}
+
+/// The caller and the groups service.
+fn who<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+    query: &Option<String>,
+) -> Result<(String, &'s Groups), ApiError> {
+    let (who, _) = caller(state, headers, query.as_deref())?;
+    let groups = state.groups.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "storage_disabled",
+            "groups need storage",
+        )
+    })?;
+    Ok((who.user, groups))
+}
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    json.map(|Json(t)| t)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))
+}
+
+async fn announce(state: &AppState, notice: Notice) {
+    state.messaging.notify(notice).await;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateGroup {
+    name: String,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+/// `POST /api/v1/groups {"name", "members": [...]}` → 201: the caller owns the new group.
+async fn create(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    json: Result<Json<CreateGroup>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (user, groups) = who(&state, &headers, &query)?;
+    let req = body(json)?;
+    let (group, members, notice) = groups.create(&user, &req.name, &req.members).await?;
+    announce(&state, notice).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "group": group, "members": members })),
+    ))
+}
+
+/// `GET /api/v1/groups`: the caller's groups, with their role and each group's last `seq`.
+async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (user, groups) = who(&state, &headers, &query)?;
+    let store = groups.store();
+    let mut out = Vec::new();
+    for (group, role) in store.groups_of(&user).await? {
+        let (seq, _) = store.cursors(&group.group_id).await?;
+        out.push(json!({
+            "group_id": group.group_id, "name": group.name, "owner": group.owner,
+            "created_at": group.created_at, "role": role, "seq": seq,
+        }));
+    }
+    Ok(Json(json!({ "groups": out })))
+}
+
+/// `GET /api/v1/groups/{id}`: the group, its members and last `seq` (members only).
+async fn show(
+    State(state): State<AppState>,
+    Path(group_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (user, groups) = who(&state, &headers, &query)?;
+    groups.membership(&group_id, &user).await?;
+    let store = groups.store();
+    let group = store.group(&group_id).await?.ok_or(GroupError::NotFound)?;
+    let members = store.members(&group_id).await?;
+    let (seq, _) = store.cursors(&group_id).await?;
+    Ok(Json(
+        json!({ "group": group, "members": members, "seq": seq }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    name: String,
+}
+
+/// `PATCH /api/v1/groups/{id} {"name"}`: owner or admin.
+async fn rename(
+    State(state): State<AppState>,
+    Path(group_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    json: Result<Json<Rename>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (user, groups) = who(&state, &headers, &query)?;
+    let req = body(json)?;
+    let notice = groups.rename(&group_id, &user, &req.name).await?;
+    announce(&state, notice).await;
+    Ok(Json(json!({ "group_id": group_id, "name": req.name })))
+}
+
+/// `DELETE /api/v1/groups/{id}`: the owner dissolves the group.
+async fn dissolve(
+    State(state): State<AppState>,
+    Path(group_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (user, groups) = who(&state, &headers, &query)?;
+    let notice = groups.dissolve(&group_id, &user).await?;
+    announce(&state, notice).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMembers {
+    members: Vec<String>,
+}
+
+/// `POST /api/v1/groups/{id}/members {"members": [...]}`: owner or admin.
+async fn add(
+    State(state): State<AppState>,
+    Path(group_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    json: Result<Json<AddMembers>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (user, groups) = who(&state, &headers, &query)?;
+    let req = body(json)?;
+    let (added, notice) = groups.add(&group_id, &user, &req.members).await?;
+    if let Some(notice) = notice {
+        announce(&state, notice).await;
+    }
+    Ok(Json(json!({ "added": added })))
+}
+
+/// `DELETE /api/v1/groups/{id}/members/{user}`: owner or admin removes; a member removes
+/// themself (leaves).
+async fn remove(
+    State(state): State<AppState>,
+    Path((group_id, member)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (user, groups) = who(&state, &headers, &query)?;
+    let notice = groups.remove(&group_id, &user, &member).await?;
+    announce(&state, notice).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRole {
+    role: Role,
+}
+
+/// `PUT /api/v1/groups/{id}/members/{user}/role {"role": "admin" | "member"}`: owner only.
+async fn set_role(
+    State(state): State<AppState>,
+    Path((group_id, member)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    json: Result<Json<SetRole>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (user, groups) = who(&state, &headers, &query)?;
+    let req = body(json)?;
+    let notice = groups.set_role(&group_id, &user, &member, req.role).await?;
+    announce(&state, notice).await;
+    Ok(Json(json!({ "user_id": member, "role": req.role })))
+}
+
+/// `GET /api/v1/groups/{id}/messages?after_seq=N&limit=L`: the group's messages after `N`
+/// (members only; from when the member joined, unless `groups.new_members_see_history`).
+async fn messages(
+    State(state): State<AppState>,
+    Path(group_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (user, groups) = who(&state, &headers, &query)?;
+    let (members, _) = groups.membership(&group_id, &user).await?;
+    let q = query.as_deref();
+    let invalid = |what: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", what);
+    let after = match query_param(q, "after_seq") {
+        None => 0,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| invalid("after_seq is a non-negative integer"))?,
+    };
+    let limit = match query_param(q, "limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| invalid("limit is 1 to 1000"))?,
+    };
+    let joined = members.joined.get(&user).copied().unwrap_or(0);
+    let from = if groups.config().new_members_see_history {
+        after
+    } else {
+        after.max(joined)
+    };
+    let messages = groups
+        .store()
+        .after(&group_id, Stream::Inbox, from, limit)
+        .await?;
+    let has_more = messages.len() == limit as usize;
+    Ok(Json(json!({ "messages": messages, "has_more": has_more })))
+}
