@@ -34,7 +34,7 @@ pub struct GroupsConfig {
 impl Default for GroupsConfig {
     fn default() -> Self {
         GroupsConfig {
-            max_members: 10_000,
+            max_members: 20_000,
             max_groups_per_user: 1_000,
             new_members_see_history: false,
         }
