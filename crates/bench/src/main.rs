@@ -689,7 +689,12 @@ async fn close_code(ws: &mut Ws) -> Option<u16> {
 }
 
 /// A plain HTTP request to the server; returns the status and body.
-async fn http(server: SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+async fn http(
+    server: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = TcpStream::connect(server).await?;
     let req = format!(
@@ -701,7 +706,10 @@ async fn http(server: SocketAddr, method: &str, path: &str, body: &str) -> anyho
     let mut text = String::new();
     tcp.read_to_string(&mut text).await?;
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -712,19 +720,36 @@ fn group_index(frame: &str) -> Option<usize> {
     rest[..end].parse().ok()
 }
 
-async fn group_fanout(net: &Net, members: usize, messages: usize, window: usize) -> anyhow::Result<()> {
+async fn group_fanout(
+    net: &Net,
+    members: usize,
+    messages: usize,
+    window: usize,
+) -> anyhow::Result<()> {
     let tag = run_tag();
     let names: Vec<String> = (0..members).map(|i| format!("gm{i}-{tag}")).collect();
     let sender = format!("gs-{tag}");
     let body = serde_json::json!({"name": "bench", "members": names}).to_string();
     let started = Instant::now();
-    let (status, reply) = http(net.server, "POST", &format!("/api/v1/groups?user_id={sender}"), &body).await?;
+    let (status, reply) = http(
+        net.server,
+        "POST",
+        &format!("/api/v1/groups?user_id={sender}"),
+        &body,
+    )
+    .await?;
     if status != 201 {
         bail!("creating the group failed: {status} {reply}");
     }
     let reply: serde_json::Value = serde_json::from_str(&reply)?;
-    let group = reply["group"]["group_id"].as_str().context("no group_id")?.to_string();
-    eprintln!("group of {members} created in {:.1} s", started.elapsed().as_secs_f64());
+    let group = reply["group"]["group_id"]
+        .as_str()
+        .context("no group_id")?
+        .to_string();
+    eprintln!(
+        "group of {members} created in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let clock = Instant::now();
     let micros = move || clock.elapsed().as_micros() as u64;
@@ -744,11 +769,11 @@ async fn group_fanout(net: &Net, members: usize, messages: usize, window: usize)
         let (counts, last_at) = (counts.clone(), last_at.clone());
         readers.push(tokio::spawn(async move {
             while let Some(Ok(frame)) = ws.next().await {
-                if let Message::Text(t) = frame {
-                    if let Some(i) = group_index(&t).filter(|&i| i < counts.len()) {
-                        last_at[i].fetch_max(micros(), Ordering::Relaxed);
-                        counts[i].fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Message::Text(t) = frame
+                    && let Some(i) = group_index(&t).filter(|&i| i < counts.len())
+                {
+                    last_at[i].fetch_max(micros(), Ordering::Relaxed);
+                    counts[i].fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
@@ -764,19 +789,24 @@ async fn group_fanout(net: &Net, members: usize, messages: usize, window: usize)
             let deadline = Instant::now() + Duration::from_secs(30);
             while counts[i].load(Ordering::Relaxed) < all {
                 if Instant::now() > deadline {
-                    bail!("message {i} reached {} of {all} members", counts[i].load(Ordering::Relaxed));
+                    bail!(
+                        "message {i} reached {} of {all} members",
+                        counts[i].load(Ordering::Relaxed)
+                    );
                 }
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
             Ok(())
         }
     };
-    for i in 0..messages {
+    for (i, sent) in sent_at.iter_mut().enumerate() {
         if i >= window {
             wait_for(i - window).await?;
         }
-        let frame = format!(r#"{{"msg_type":1,"receiver_id":"{group}","local_id":"gb{i}","content":"fan-out {i}"}}"#);
-        sent_at[i] = micros();
+        let frame = format!(
+            r#"{{"msg_type":1,"receiver_id":"{group}","local_id":"gb{i}","content":"fan-out {i}"}}"#
+        );
+        *sent = micros();
         sink.send(Message::text(frame)).await?;
     }
     for i in messages.saturating_sub(window)..messages {
@@ -784,9 +814,19 @@ async fn group_fanout(net: &Net, members: usize, messages: usize, window: usize)
     }
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for i in 0..messages {
-        h.record(last_at[i].load(Ordering::Relaxed).saturating_sub(sent_at[i]).max(1))?;
+        h.record(
+            last_at[i]
+                .load(Ordering::Relaxed)
+                .saturating_sub(sent_at[i])
+                .max(1),
+        )?;
     }
-    let span = last_at.iter().map(|a| a.load(Ordering::Relaxed)).max().unwrap_or(0) - sent_at[0];
+    let span = last_at
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0)
+        - sent_at[0];
     let deliveries = (members * messages) as f64;
     println!("scenario: group members={members} messages={messages} window={window}");
     println!(

@@ -20,6 +20,30 @@ enum Command {
     Serve(ServeArgs),
     /// Print a token for a user, signed with the configured auth.secret (HS256).
     Token(TokenArgs),
+    /// Chat from the terminal: lines from stdin are sent, incoming messages are printed.
+    Chat(ChatArgs),
+}
+
+#[derive(clap::Args)]
+struct ChatArgs {
+    /// Server address.
+    #[arg(long, default_value = "ws://127.0.0.1:50000")]
+    server: String,
+    /// Who you are.
+    #[arg(long)]
+    user: String,
+    /// This device's platform id.
+    #[arg(long, default_value = "cli")]
+    platform: String,
+    /// Whom lines are sent to: a user id or a group id (g_...).
+    #[arg(long)]
+    to: String,
+    /// Token (or set NATTER_TOKEN); not needed against a development-mode server.
+    #[arg(long, env = "NATTER_TOKEN")]
+    token: Option<String>,
+    /// Send stdin's lines, wait for their acks, and exit (for scripts).
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(clap::Args)]
@@ -52,6 +76,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::Chat(args) => chat(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,6 +120,44 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let token = auth.mint(&args.user, args.platform.as_deref(), args.ttl)?;
     println!("{token}");
     Ok(())
+}
+
+/// `natter chat`: prints `<sender>: <content>` for every message and `sent <server_id> seq <n>`
+/// for every ack; exits non-zero when a message is refused.
+fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    use natter_client::{Client, Config};
+    use tokio::io::AsyncBufReadExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut config = Config::new(&args.server, &args.user, &args.platform);
+        if let Some(token) = args.token {
+            config = config.token(token);
+        }
+        // Replay only what arrives from now on: a terminal shows the live conversation.
+        let mut client = Client::connect(config).await?;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut stdin_open = true;
+        loop {
+            tokio::select! {
+                line = lines.next_line(), if stdin_open => match line? {
+                    Some(line) if line.trim().is_empty() => {}
+                    Some(line) => {
+                        let ack = client.send(&args.to, &line).await?;
+                        println!("sent {} seq {}", ack.server_id, ack.seq);
+                    }
+                    None if args.once => return Ok(()),
+                    None => stdin_open = false,
+                },
+                msg = client.next(), if !args.once => match msg {
+                    Some(m) => println!("{}: {}", m.send_id, m.content),
+                    None => anyhow::bail!("the connection was closed"),
+                },
+            }
+        }
+    })
 }
 
 fn init_logging(format: LogFormat) {

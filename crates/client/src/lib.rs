@@ -1,0 +1,377 @@
+//! # natter-client
+//!
+//! A Rust client for the Natter messaging server: connect, send (and get the ack), receive a
+//! stream of messages; the connection is kept up by a background task that reconnects with
+//! exponential backoff and jitter, resyncs from the last `seq` / `send_seq` it saw, drops
+//! duplicates, and resends unacknowledged messages with their original `local_id` (the server
+//! recognises a resend and does not deliver it twice).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), natter_client::Error> {
+//! use natter_client::{Client, Config};
+//!
+//! let mut alice = Client::connect(Config::new("ws://127.0.0.1:50000", "alice", "laptop")).await?;
+//! let ack = alice.send("bob", "hello").await?;
+//! println!("stored as {} (seq {} in bob's inbox)", ack.server_id, ack.seq);
+//! while let Some(msg) = alice.next().await {
+//!     println!("{}: {}", msg.send_id, msg.content);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    time::Duration,
+};
+
+use futures_util::{SinkExt, StreamExt};
+pub use natter_protocol::Msg;
+use natter_protocol::{CloseCode, content_type, msg_type};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+/// How to reach the server and as whom.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ws://host:port` (or `wss://`), without the path.
+    pub server: String,
+    pub user: String,
+    pub platform: String,
+    /// A token from your backend; `None` for a server in development mode.
+    pub token: Option<String>,
+    /// Reconnect when the connection drops (default true).
+    pub reconnect: bool,
+    /// Start the inbox and sent-stream replay after these cursors (default 0: everything
+    /// stored). A client that kept its cursors from a previous run passes them here.
+    pub since_seq: i64,
+    pub since_send_seq: i64,
+    /// Longest wait between reconnection attempts (default 10 s).
+    pub max_backoff: Duration,
+}
+
+impl Config {
+    pub fn new(server: &str, user: &str, platform: &str) -> Config {
+        Config {
+            server: server.trim_end_matches('/').to_owned(),
+            user: user.to_owned(),
+            platform: platform.to_owned(),
+            token: None,
+            reconnect: true,
+            since_seq: 0,
+            since_send_seq: 0,
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+
+    pub fn token(mut self, token: impl Into<String>) -> Config {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn since(mut self, seq: i64, send_seq: i64) -> Config {
+        self.since_seq = seq;
+        self.since_send_seq = send_seq;
+        self
+    }
+
+    fn url(&self, seq: i64, send_seq: i64) -> String {
+        format!(
+            "{}/ws/{}/conn/{}?since_seq={seq}&since_send_seq={send_seq}",
+            self.server, self.user, self.platform
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting: {0}")]
+    Connect(String),
+    #[error("the server refused the message: {0}")]
+    Refused(String),
+    #[error("the connection was closed for good ({0:?})")]
+    Closed(Option<u16>),
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+enum Command {
+    Send(Msg, oneshot::Sender<Result<Msg, Error>>),
+}
+
+/// A connected client. Dropping it closes the connection.
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    incoming: mpsc::Receiver<Msg>,
+    next_local: u64,
+    tag: String,
+}
+
+impl Client {
+    /// Connects (the first attempt must succeed) and starts the background task.
+    pub async fn connect(config: Config) -> Result<Client, Error> {
+        let ws = open(&config, config.since_seq, config.since_send_seq).await?;
+        let (commands, command_rx) = mpsc::channel(256);
+        let (incoming_tx, incoming) = mpsc::channel(1024);
+        let tag = format!(
+            "{}-{:x}",
+            config.platform,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        let state = Connection {
+            seq: config.since_seq,
+            send_seq: config.since_send_seq,
+            config,
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            seen: Seen::default(),
+            incoming: incoming_tx,
+        };
+        tokio::spawn(state.run(ws, command_rx));
+        Ok(Client {
+            commands,
+            incoming,
+            next_local: 0,
+            tag,
+        })
+    }
+
+    /// Sends `content` to `to` (a user id, or a group id for a group message) and waits for the
+    /// ack, across reconnections if need be.
+    pub async fn send(&mut self, to: &str, content: &str) -> Result<Msg, Error> {
+        let msg = Msg {
+            receiver_id: to.to_owned(),
+            msg_type: if to.starts_with("g_") {
+                msg_type::GROUP
+            } else {
+                msg_type::SINGLE
+            },
+            content: content.to_owned(),
+            ..Msg::default()
+        };
+        self.send_msg(msg).await
+    }
+
+    /// Sends a message as given; a `local_id` is filled in if empty. Returns the ack.
+    pub async fn send_msg(&mut self, mut msg: Msg) -> Result<Msg, Error> {
+        if msg.local_id.is_empty() {
+            self.next_local += 1;
+            msg.local_id = format!("{}-{}", self.tag, self.next_local);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Send(msg, tx))
+            .await
+            .map_err(|_| Error::Closed(None))?;
+        rx.await.map_err(|_| Error::Closed(None))?
+    }
+
+    /// The next message for this device (live or replayed), without duplicates; `None` once
+    /// the connection is closed for good.
+    pub async fn next(&mut self) -> Option<Msg> {
+        self.incoming.recv().await
+    }
+}
+
+async fn open(config: &Config, seq: i64, send_seq: i64) -> Result<Ws, Error> {
+    let mut request = config
+        .url(seq, send_seq)
+        .into_client_request()
+        .map_err(|e| Error::Connect(e.to_string()))?;
+    if let Some(token) = &config.token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    match connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err(Error::Connect(format!("HTTP {}: {body}", resp.status())))
+        }
+        Err(e) => Err(Error::Connect(e.to_string())),
+    }
+}
+
+/// The server ids seen lately, to drop duplicates (a replay overlapping live delivery, a
+/// resync from an older cursor).
+#[derive(Default)]
+struct Seen {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Seen {
+    const KEEP: usize = 10_000;
+
+    /// Records `id`; false if it was seen already.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        self.set.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        if self.order.len() > Self::KEEP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+/// The background task's state.
+struct Connection {
+    config: Config,
+    /// Highest inbox `seq` and sent `send_seq` seen: where a resync starts.
+    seq: i64,
+    send_seq: i64,
+    /// Unacknowledged messages by `local_id`, resent after a reconnect.
+    pending: HashMap<String, (Msg, oneshot::Sender<Result<Msg, Error>>)>,
+    order: VecDeque<String>,
+    seen: Seen,
+    incoming: mpsc::Sender<Msg>,
+}
+
+enum Ended {
+    /// The application dropped the client.
+    Dropped,
+    /// The connection broke; try again.
+    Lost,
+    /// The server closed it for a reason a reconnect would not fix.
+    Final(Option<u16>),
+}
+
+impl Connection {
+    async fn run(mut self, mut ws: Ws, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            match self.serve(&mut ws, &mut commands).await {
+                Ended::Dropped => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+                Ended::Final(code) => return self.fail_pending(code),
+                Ended::Lost if !self.config.reconnect => return self.fail_pending(None),
+                Ended::Lost => match self.reconnect().await {
+                    Some(fresh) => ws = fresh,
+                    None => return,
+                },
+            }
+            // Resend what was never acknowledged, in the order it was sent.
+            for local_id in &self.order {
+                if let Some((msg, _)) = self.pending.get(local_id)
+                    && ws.send(Message::text(msg.encode())).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reconnects with exponential backoff and jitter, resyncing from the cursors. `None` if
+    /// the application dropped the client meanwhile.
+    async fn reconnect(&mut self) -> Option<Ws> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(jitter(backoff)).await;
+            if self.incoming.is_closed() {
+                return None;
+            }
+            match open(&self.config, self.seq, self.send_seq).await {
+                Ok(ws) => return Some(ws),
+                Err(e) => tracing::debug!(error = %e, "reconnect failed"),
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    fn fail_pending(&mut self, code: Option<u16>) {
+        self.order.clear();
+        for (_, (_, reply)) in self.pending.drain() {
+            let _ = reply.send(Err(Error::Closed(code)));
+        }
+    }
+
+    async fn serve(&mut self, ws: &mut Ws, commands: &mut mpsc::Receiver<Command>) -> Ended {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return Ended::Dropped,
+                    Some(Command::Send(msg, reply)) => {
+                        let text = msg.encode();
+                        self.order.push_back(msg.local_id.clone());
+                        self.pending.insert(msg.local_id.clone(), (msg, reply));
+                        if ws.send(Message::text(text)).await.is_err() {
+                            return Ended::Lost;
+                        }
+                    }
+                },
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        let Ok(msg) = serde_json::from_str::<Msg>(&text) else { continue };
+                        if !self.on_msg(msg).await {
+                            return Ended::Dropped;
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.map(|f| u16::from(f.code));
+                        let final_codes = [CloseCode::Replaced.code(), CloseCode::BadToken.code(), CloseCode::TooBig.code()];
+                        return match code {
+                            Some(c) if final_codes.contains(&c) => Ended::Final(Some(c)),
+                            _ => Ended::Lost,
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return Ended::Lost,
+                },
+            }
+        }
+    }
+
+    /// Handles one server message; false if the application is gone.
+    async fn on_msg(&mut self, msg: Msg) -> bool {
+        if msg.msg_type == msg_type::REC_RESP {
+            if let Some((_, reply)) = self.pending.remove(&msg.local_id) {
+                self.order.retain(|l| *l != msg.local_id);
+                let result = if msg.content_type == content_type::ERROR {
+                    Err(Error::Refused(msg.content.clone()))
+                } else {
+                    self.send_seq = self.send_seq.max(msg.send_seq);
+                    Ok(msg)
+                };
+                let _ = reply.send(result);
+            }
+            return true;
+        }
+        if !msg.server_id.is_empty() && !self.seen.insert(&msg.server_id) {
+            return true;
+        }
+        // Cursors: an inbox message raises `seq`, a copy of our own message `send_seq`.
+        // (A group message's `seq` is the group's, which `GET /api/v1/groups` tracks.)
+        if msg.send_id == self.config.user && msg.receiver_id != self.config.user {
+            self.send_seq = self.send_seq.max(msg.send_seq);
+        } else if !msg.receiver_id.starts_with("g_") {
+            self.seq = self.seq.max(msg.seq);
+        }
+        self.incoming.send(msg).await.is_ok()
+    }
+}
+
+/// `base` ± 50%, so clients that lost the same server do not all come back at once.
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.5 + f64::from(nanos % 1000) / 1000.0;
+    base.mul_f64(factor)
+}
