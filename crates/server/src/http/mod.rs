@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{RawQuery, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -26,7 +26,29 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/api/v1/messages", get(messages))
         .route("/api/v1/seq", get(seq))
+        .route("/api/v1/users/{user_id}/online", get(online))
+        .route("/", get(web_page))
         .merge(groups::routes())
+}
+
+/// `GET /`: the web chat page, compiled into the binary.
+async fn web_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../../../web/index.html"))
+}
+
+/// `GET /api/v1/users/{id}/online`: whether the user has a device connected, and on which
+/// platforms (this node's view; a cluster answers for every node).
+async fn online(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    identify(&state, &headers, query.as_deref())?;
+    let platforms = state.hub.platforms(&user);
+    Ok(Json(
+        json!({ "user_id": user, "online": !platforms.is_empty(), "platforms": platforms }),
+    ))
 }
 
 /// An API error: an HTTP status and a JSON body `{"error", "detail"}`.
@@ -73,21 +95,26 @@ pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The caller of an API request and the store: a token as `Authorization: Bearer` or
-/// `?token=` (in development mode, `?user_id=`), and storage that is on.
+/// The caller of an API request: a token as `Authorization: Bearer` or `?token=`; in
+/// development mode, `?user_id=`.
+fn identify(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Identity, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (token, _) = auth::token_from_request(query, authorization, None);
+    state
+        .auth
+        .identify(token, query_param(query, "user_id"))
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.reason(), e.detail()))
+}
+
+/// The caller and the store (API endpoints that read stored data).
 pub(crate) fn caller<'s>(
     state: &'s AppState,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<(Identity, &'s Arc<dyn Store>), ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let (token, _) = auth::token_from_request(query, authorization, None);
-    let who = state
-        .auth
-        .identify(token, query_param(query, "user_id"))
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.reason(), e.detail()))?;
+    let who = identify(state, headers, query)?;
     let store = state.store.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
