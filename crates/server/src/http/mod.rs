@@ -97,7 +97,11 @@ pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 
 /// The caller of an API request: a token as `Authorization: Bearer` or `?token=`; in
 /// development mode, `?user_id=`.
-fn identify(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Identity, ApiError> {
+fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Identity, ApiError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
