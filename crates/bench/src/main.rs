@@ -851,12 +851,7 @@ async fn group_fanout(
 
 /// One value from the server's `/metrics`.
 async fn metric(server: SocketAddr, name: &str) -> anyhow::Result<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = TcpStream::connect(server).await?;
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    tcp.read_to_string(&mut body).await?;
+    let (_, body) = http(server, "GET", "/metrics", "").await?;
     Ok(body
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

@@ -232,7 +232,10 @@ impl Session {
     }
 
     async fn run(mut self, replay: Replay) {
-        let exit = match self.replay(replay).await {
+        // Boxed, like `on_text` below: a future is as large as its largest await point, and
+        // the session's future lives as long as the connection. Keeping the rare or short
+        // paths out of it keeps an idle connection small (docs/benchmarks.md).
+        let exit = match Box::pin(self.replay(replay)).await {
             Ok(()) => self.serve().await,
             Err(exit) => exit,
         };
@@ -349,7 +352,7 @@ impl Session {
         };
         self.last_seen = Instant::now();
         match message {
-            Message::Text(text) => self.on_text(&text).await,
+            Message::Text(text) => Box::pin(self.on_text(&text)).await,
             Message::Binary(_) => self.reply_error(
                 "",
                 ErrorReason::BinaryNotSupported,

@@ -1,5 +1,7 @@
 //! The `natter` binary: configuration errors name the key; the server starts and stops on signals.
 
+mod common;
+
 use std::{process::Stdio, time::Duration};
 
 use tokio::{
@@ -110,7 +112,7 @@ fn signal(child: &tokio::process::Child, sig: i32) {
 #[tokio::test]
 async fn serves_from_env_config_and_stops_on_sigterm() {
     let (mut child, addr) = spawn_server(&[("NATTER__HEARTBEAT__INTERVAL", "5s")]).await;
-    let (status, _) = http_get(&addr, "/healthz").await;
+    let (status, _) = common::http_get(addr.parse().unwrap(), "/healthz").await;
     assert_eq!(status, 200);
     signal(&child, 15);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
@@ -174,17 +176,6 @@ async fn acknowledged_messages_survive_sigkill() {
     signal(&child, 9);
     child.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    (raw[9..12].parse().unwrap(), raw)
 }
 
 unsafe extern "C" {

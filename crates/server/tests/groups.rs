@@ -1,6 +1,7 @@
 //! Group chat, end to end, on both stores: membership rules over the HTTP API, fan-out to every
 //! member's devices, one order for all, offline sync, history visibility, limits.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -8,19 +9,6 @@ use std::time::Duration;
 use common::{Backend, Client, TestServer, config_for, start};
 use natter_protocol::{content_type, msg_type};
 use serde_json::{Value, json};
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_stores!(
     membership_rules_are_enforced,

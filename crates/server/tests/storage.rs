@@ -1,26 +1,13 @@
 //! Durable messages, end to end, against both stores: every case runs on SQLite and on a real
 //! PostgreSQL (a fresh database per test).
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use common::{Backend, Client, TestServer, config_for, start};
 use natter_protocol::{Msg, content_type, msg_type};
-
-/// Runs one behavioural case on both backends.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_stores!(
     acks_carry_seq_and_offline_receiver_syncs_everything_in_order,
