@@ -17,7 +17,36 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub storage: StorageConfig,
     pub groups: GroupsConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Run as one node of a cluster (needs storage.backend: postgres and Redis).
+    pub enabled: bool,
+    /// Redis for routing and presence, e.g. `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// This node's id; generated at start when empty.
+    pub node_id: String,
+    /// Prefix of every Redis key and channel (several clusters can share one Redis).
+    pub key_prefix: String,
+    /// How long a node's presence entries live without a refresh (a dead node vanishes after it).
+    #[serde(deserialize_with = "duration")]
+    pub presence_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            node_id: String::new(),
+            key_prefix: "natter".into(),
+            presence_ttl: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -390,6 +419,21 @@ impl Config {
         }
         if self.groups.max_groups_per_user == 0 {
             return invalid("groups.max_groups_per_user", "must be at least 1");
+        }
+        if self.cluster.enabled {
+            if self.storage.backend != StorageBackend::Postgres {
+                return invalid(
+                    "cluster.enabled",
+                    "needs storage.backend: postgres (every node must share one store; SQLite \
+                     is a single node's file)",
+                );
+            }
+            if self.cluster.redis_url.is_empty() {
+                return invalid("cluster.redis_url", "is required in cluster mode");
+            }
+            if self.cluster.presence_ttl < Duration::from_millis(300) {
+                return invalid("cluster.presence_ttl", "must be at least 300ms");
+            }
         }
         if self.storage.pool_size == 0 {
             return invalid("storage.pool_size", "must be at least 1");

@@ -232,6 +232,9 @@ impl Session {
     }
 
     async fn run(mut self, replay: Replay) {
+        if let Some(cluster) = self.state.cluster.clone() {
+            cluster.joined(&self.user, &self.platform).await;
+        }
         // Boxed, like `on_text` below: a future is as large as its largest await point, and
         // the session's future lives as long as the connection. Keeping the rare or short
         // paths out of it keeps an idle connection small (docs/benchmarks.md).
@@ -242,6 +245,10 @@ impl Session {
         self.state
             .hub
             .unregister(&self.user, &self.platform, self.conn);
+        if let Some(cluster) = self.state.cluster.clone() {
+            let none_left = self.state.hub.platforms(&self.user).is_empty();
+            cluster.left(&self.user, &self.platform, none_left).await;
+        }
         self.state.metrics.connections.decrement(1.0);
         match exit {
             Exit::Gone => self.state.metrics.disconnected(CloseCode::Normal),

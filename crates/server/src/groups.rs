@@ -158,6 +158,11 @@ impl Groups {
         Ok(Some(members))
     }
 
+    /// Drops a group from the cache (another node changed its members).
+    pub fn forget(&self, group_id: &str) {
+        self.lock().remove(group_id);
+    }
+
     /// The members, or `NotFound` / `NotAMember` for `user`.
     pub async fn membership(
         &self,

@@ -178,6 +178,28 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Asks `user`'s connection on `platform` to close with `code` (a login on another node).
+    pub fn close_platform(&self, user: &str, platform: &str, code: CloseCode) {
+        let shard = self.shard(user);
+        if let Some(devices) = shard.get(user) {
+            for d in devices.iter().filter(|d| &*d.platform == platform) {
+                d.outbox.close(code);
+            }
+        }
+    }
+
+    /// Calls `f(user, platform)` for every connection here (presence refresh).
+    pub fn for_each_device(&self, mut f: impl FnMut(&str, &str)) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (user, devices) in shard.iter() {
+                for d in devices {
+                    f(user, &d.platform);
+                }
+            }
+        }
+    }
+
     /// Asks every connection to close with `code` (used by graceful shutdown).
     pub fn close_all(&self, code: CloseCode) {
         for shard in self.shards.iter() {

@@ -10,6 +10,7 @@
 //!
 //! - [`config`]: the [`Config`](config::Config) struct, loaded from defaults, YAML and `NATTER__*`.
 //! - [`auth`]: token verification and minting (JWT), token transport, the origin check.
+//! - [`cluster`]: cluster mode: routing and presence through Redis.
 //! - [`server`]: binds, wires the state together, serves, shuts down gracefully.
 //! - [`gateway`]: the WebSocket route and the session task that owns each socket.
 //! - [`messaging`]: validates and stamps a message, picks its recipients, delivers and acks.
@@ -25,6 +26,7 @@
 //! Wire types (`Msg`, close codes, error reasons) live in the `natter-protocol` crate.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod groups;

@@ -17,6 +17,7 @@ use std::{
 use natter_protocol::{ErrorReason, Msg, msg_type};
 
 use crate::{
+    cluster::Cluster,
     groups::{Audience, Groups, Notice, is_group_id},
     hub::{ConnId, Fanout, Hub},
     ids,
@@ -181,6 +182,8 @@ pub struct Delivery {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     groups: Option<Arc<Groups>>,
+    /// Set in cluster mode: every delivery is also published for the other nodes.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
 }
 
 impl Delivery {
@@ -189,7 +192,20 @@ impl Delivery {
             hub,
             metrics,
             groups,
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Queues `frame` to `user`'s devices here, and publishes it for their devices elsewhere.
+    fn to_user(&self, user: &str, frame: &Frame, cursor: Cursor, skip: Option<ConnId>) -> Fanout {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.deliver(user, frame, cursor);
+        }
+        self.hub.send_to_user(user, frame, cursor, skip)
     }
 
     /// Delivers `msg` (stamped, and numbered when stored), then acks it to connection `conn`.
@@ -204,9 +220,15 @@ impl Delivery {
                 .and_then(|g| g.cached(&msg.receiver_id))
                 .unwrap_or(audience.members);
             let mut fanout = Fanout::default();
-            for user in members.roles.keys().chain(audience.also.iter()) {
+            for user in members.roles.keys() {
                 let skip = (*user == msg.send_id).then_some(conn);
                 fanout.add(self.hub.send_to_user(user, &frame, Cursor::None, skip));
+            }
+            for user in &audience.also {
+                fanout.add(self.to_user(user, &frame, Cursor::None, None));
+            }
+            if let Some(cluster) = self.cluster.get() {
+                cluster.deliver_group(&msg.receiver_id, &frame);
             }
             self.count_drops(fanout);
             msg.msg_type = msg_type::REC_RESP;
@@ -214,7 +236,7 @@ impl Delivery {
             return;
         }
         let to_self = msg.receiver_id == msg.send_id;
-        let mut fanout = self.hub.send_to_user(
+        let mut fanout = self.to_user(
             &msg.receiver_id,
             &frame,
             Cursor::Inbox(msg.seq),
@@ -222,12 +244,7 @@ impl Delivery {
         );
         if !to_self {
             // The sender's other devices get a copy, so every device shows the conversation.
-            fanout.add(self.hub.send_to_user(
-                &msg.send_id,
-                &frame,
-                Cursor::Sent(msg.send_seq),
-                Some(conn),
-            ));
+            fanout.add(self.to_user(&msg.send_id, &frame, Cursor::Sent(msg.send_seq), Some(conn)));
         }
         self.count_drops(fanout);
         msg.msg_type = msg_type::REC_RESP;

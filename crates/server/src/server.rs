@@ -27,6 +27,7 @@ use tokio::{
 
 use crate::{
     auth::{Auth, KeyError},
+    cluster::Cluster,
     config::Config,
     gateway,
     groups::Groups,
@@ -51,6 +52,8 @@ pub struct AppState {
     pub store: Option<Arc<dyn Store>>,
     /// `None` without storage.
     pub groups: Option<Arc<Groups>>,
+    /// Set in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Counts tasks in flight (sessions, HTTP connections), can cap them, and lets shutdown wait
@@ -148,6 +151,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("cluster.redis_url: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// A bound, not yet running server.
@@ -173,7 +178,21 @@ impl Server {
         let sequencer = store
             .clone()
             .map(|store| Sequencer::start(store, delivery.clone(), config.storage.batch_max));
-        let messaging = Arc::new(Messaging::new(delivery, sequencer, groups.clone()));
+        let messaging = Arc::new(Messaging::new(delivery.clone(), sequencer, groups.clone()));
+        let cluster = match (&groups, config.cluster.enabled) {
+            (Some(groups), true) => {
+                let mut cluster_config = config.cluster.clone();
+                if cluster_config.node_id.is_empty() {
+                    cluster_config.node_id = crate::ids::message_id(crate::messaging::now_millis())
+                        .simple()
+                        .to_string();
+                }
+                let cluster = Cluster::start(&cluster_config, hub.clone(), groups.clone()).await?;
+                delivery.set_cluster(cluster.clone());
+                Some(cluster)
+            }
+            _ => None,
+        };
         let state = AppState {
             config: Arc::new(config),
             auth,
@@ -183,6 +202,7 @@ impl Server {
             sessions: Arc::new(Sessions::default()),
             store,
             groups,
+            cluster,
         };
         Ok(Server { listener, state })
     }

@@ -221,3 +221,12 @@ async fn token_command_mints_a_token_the_server_accepts() {
     assert!(!no_secret.status.success());
     assert!(String::from_utf8_lossy(&no_secret.stderr).contains("auth.secret"));
 }
+
+#[tokio::test]
+async fn refuses_a_cluster_on_sqlite() {
+    fails_naming(
+        natter().env("NATTER__CLUSTER__ENABLED", "true"),
+        "cluster.enabled",
+    )
+    .await;
+}

@@ -77,6 +77,9 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 async fn announce(state: &AppState, notice: Notice) {
+    if let Some(cluster) = &state.cluster {
+        cluster.members_changed(&notice.msg.receiver_id);
+    }
     state.messaging.notify(notice).await;
 }
 

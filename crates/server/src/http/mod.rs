@@ -45,7 +45,17 @@ async fn online(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     identify(&state, &headers, query.as_deref())?;
-    let platforms = state.hub.platforms(&user);
+    let platforms = match &state.cluster {
+        Some(cluster) => cluster.online(&user).await.map_err(|e| {
+            tracing::warn!(error = %e, "presence lookup failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "presence_unavailable",
+                "try again",
+            )
+        })?,
+        None => state.hub.platforms(&user),
+    };
     Ok(Json(
         json!({ "user_id": user, "online": !platforms.is_empty(), "platforms": platforms }),
     ))

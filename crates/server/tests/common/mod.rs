@@ -390,3 +390,35 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// A config for one node of a test cluster: a shared PostgreSQL database and Redis key prefix.
+pub fn cluster_node_config(pg_url: &str, prefix: &str, redis_url: &str) -> Config {
+    let mut config = test_config();
+    config.storage.backend = natter::config::StorageBackend::Postgres;
+    config.storage.url = pg_url.to_string();
+    config.storage.pool_size = 4;
+    config.cluster.enabled = true;
+    config.cluster.redis_url = redis_url.to_string();
+    config.cluster.key_prefix = prefix.to_string();
+    config.cluster.presence_ttl = Duration::from_millis(900);
+    config
+}
+
+/// A Redis key prefix of this test's own.
+pub fn redis_prefix(tag: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "natter-test-{}-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    )
+}
+
+pub fn redis_url() -> String {
+    std::env::var("NATTER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}

@@ -1,0 +1,428 @@
+//! Cluster mode: several nodes behind a load balancer, on one PostgreSQL (the source of truth)
+//! and one Redis (routing and presence).
+//!
+//! - **Routing**: per-user channels. A node subscribes to `{prefix}:user:{id}` while that user
+//!   has a device connected to it, on one pub/sub connection for the whole node. Delivering to a
+//!   user means queueing locally and publishing the one frame once on the user's channel; Redis
+//!   hands it only to the nodes holding that user's devices. A group message is published once
+//!   on `{prefix}:groups`; every node fans it out to its own members' devices (one message per
+//!   node, not per member).
+//! - **Presence**: a sorted set `{prefix}:presence:{user}` of `node|platform`, scored by expiry
+//!   time; each node refreshes its entries every `presence_ttl / 3`. A dead node's entries
+//!   expire by themselves.
+//! - **Relogin**: a new connection publishes a kick on its user's channel; the node holding the
+//!   same user and platform closes that connection with 4001.
+//! - **Guarantee**: live push across nodes is at most once (a publish while Redis is away is
+//!   dropped). Nothing acknowledged is lost: every message is committed to PostgreSQL before its
+//!   ack, and a device gets whatever it missed by syncing from its last `seq`.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::StreamExt;
+use natter_protocol::CloseCode;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::{
+    config::ClusterConfig,
+    groups::Groups,
+    hub::Hub,
+    outbox::{Cursor, Frame},
+};
+
+/// What travels between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Envelope {
+    /// Queue `frame` to `user`'s devices.
+    Deliver {
+        node: String,
+        user: String,
+        frame: String,
+        #[serde(default)]
+        inbox: i64,
+        #[serde(default)]
+        sent: i64,
+    },
+    /// Queue `frame` to the local devices of `group`'s members.
+    Group {
+        node: String,
+        group: String,
+        frame: String,
+    },
+    /// `user` connected on `platform` elsewhere: close it here (4001).
+    Kick {
+        node: String,
+        user: String,
+        platform: String,
+    },
+    /// `group`'s membership changed: drop it from the cache.
+    Members { node: String, group: String },
+}
+
+impl Envelope {
+    fn node(&self) -> &str {
+        match self {
+            Envelope::Deliver { node, .. }
+            | Envelope::Group { node, .. }
+            | Envelope::Kick { node, .. }
+            | Envelope::Members { node, .. } => node,
+        }
+    }
+}
+
+enum Subscription {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// This node's link to the cluster.
+pub struct Cluster {
+    node: String,
+    prefix: String,
+    ttl: Duration,
+    conn: ConnectionManager,
+    publish: mpsc::Sender<(String, String)>,
+    subscriptions: mpsc::Sender<Subscription>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.node).finish()
+    }
+}
+
+/// Publishes waiting to be sent; beyond this, live pushes are dropped (storage has them).
+const PUBLISH_QUEUE: usize = 65_536;
+
+impl Cluster {
+    /// Connects to Redis and starts the publisher, the subscriber and the presence refresher.
+    pub async fn start(
+        config: &ClusterConfig,
+        hub: Arc<Hub>,
+        groups: Arc<Groups>,
+    ) -> Result<Arc<Cluster>, redis::RedisError> {
+        let client = redis::Client::open(config.redis_url.as_str())?;
+        let conn = client.get_connection_manager().await?;
+        let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (subscriptions, subscriptions_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let cluster = Arc::new(Cluster {
+            node: config.node_id.clone(),
+            prefix: config.key_prefix.clone(),
+            ttl: config.presence_ttl,
+            conn: conn.clone(),
+            publish,
+            subscriptions,
+        });
+        tokio::spawn(publish_loop(conn, publish_rx));
+        tokio::spawn(subscribe_loop(
+            client,
+            cluster.clone(),
+            hub.clone(),
+            groups,
+            subscriptions_rx,
+        ));
+        tokio::spawn(presence_loop(cluster.clone(), hub));
+        tracing::info!(node = %cluster.node, "cluster mode: routing through Redis");
+        Ok(cluster)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn user_channel(&self, user: &str) -> String {
+        format!("{}:user:{user}", self.prefix)
+    }
+
+    fn groups_channel(&self) -> String {
+        format!("{}:groups", self.prefix)
+    }
+
+    fn presence_key(&self, user: &str) -> String {
+        format!("{}:presence:{user}", self.prefix)
+    }
+
+    fn send(&self, channel: String, envelope: &Envelope) {
+        let payload = serde_json::to_string(envelope).unwrap_or_default();
+        if self.publish.try_send((channel, payload)).is_err() {
+            tracing::warn!("cluster publish queue full: a live push was dropped (storage has it)");
+        }
+    }
+
+    /// Publishes a frame for `user`'s devices on other nodes.
+    pub fn deliver(&self, user: &str, frame: &Frame, cursor: Cursor) {
+        let (inbox, sent) = match cursor {
+            Cursor::Inbox(s) => (s, 0),
+            Cursor::Sent(s) => (0, s),
+            Cursor::None => (0, 0),
+        };
+        let envelope = Envelope::Deliver {
+            node: self.node.clone(),
+            user: user.to_owned(),
+            frame: frame.as_str().to_owned(),
+            inbox,
+            sent,
+        };
+        self.send(self.user_channel(user), &envelope);
+    }
+
+    /// Publishes a group frame once for every other node.
+    pub fn deliver_group(&self, group: &str, frame: &Frame) {
+        let envelope = Envelope::Group {
+            node: self.node.clone(),
+            group: group.to_owned(),
+            frame: frame.as_str().to_owned(),
+        };
+        self.send(self.groups_channel(), &envelope);
+    }
+
+    /// Tells the other nodes that `group`'s members changed.
+    pub fn members_changed(&self, group: &str) {
+        let envelope = Envelope::Members {
+            node: self.node.clone(),
+            group: group.to_owned(),
+        };
+        self.send(self.groups_channel(), &envelope);
+    }
+
+    /// A device connected here: take the user's channel, kick the same platform elsewhere,
+    /// and appear in presence.
+    pub async fn joined(&self, user: &str, platform: &str) {
+        let _ = self
+            .subscriptions
+            .send(Subscription::Subscribe(self.user_channel(user)))
+            .await;
+        let kick = Envelope::Kick {
+            node: self.node.clone(),
+            user: user.to_owned(),
+            platform: platform.to_owned(),
+        };
+        self.send(self.user_channel(user), &kick);
+        let mut conn = self.conn.clone();
+        let member = format!("{}|{platform}", self.node);
+        let result: redis::RedisResult<()> = redis::pipe()
+            .cmd("ZADD")
+            .arg(self.presence_key(user))
+            .arg(expiry(self.ttl))
+            .arg(&member)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(self.presence_key(user))
+            .arg(self.ttl.as_millis() as u64 * 2)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "presence update failed");
+        }
+    }
+
+    /// A device left: drop it from presence; give up the channel if the user has no device here.
+    pub async fn left(&self, user: &str, platform: &str, none_left: bool) {
+        if none_left {
+            let _ = self
+                .subscriptions
+                .send(Subscription::Unsubscribe(self.user_channel(user)))
+                .await;
+        }
+        let mut conn = self.conn.clone();
+        let member = format!("{}|{platform}", self.node);
+        let result: redis::RedisResult<()> = redis::cmd("ZREM")
+            .arg(self.presence_key(user))
+            .arg(member)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "presence removal failed");
+        }
+    }
+
+    /// The platforms on which `user` is online anywhere in the cluster.
+    pub async fn online(&self, user: &str) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.presence_key(user))
+            .arg(now_ms())
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await?;
+        let mut platforms: Vec<String> = members
+            .into_iter()
+            .filter_map(|m| m.split_once('|').map(|(_, p)| p.to_owned()))
+            .collect();
+        platforms.sort();
+        platforms.dedup();
+        Ok(platforms)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn expiry(ttl: Duration) -> u64 {
+    now_ms() + ttl.as_millis() as u64
+}
+
+/// Sends queued publishes, all that are waiting in one pipeline. A failed batch is dropped:
+/// live push is at most once; storage and sync cover the rest.
+async fn publish_loop(mut conn: ConnectionManager, mut queue: mpsc::Receiver<(String, String)>) {
+    let mut batch = Vec::with_capacity(256);
+    while queue.recv_many(&mut batch, 256).await > 0 {
+        let mut pipe = redis::pipe();
+        for (channel, payload) in batch.drain(..) {
+            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+        }
+        let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cluster publish failed; live pushes dropped");
+        }
+    }
+}
+
+/// Owns the node's one pub/sub connection: applies (un)subscriptions, dispatches what arrives,
+/// and reconnects and resubscribes by itself when Redis goes away.
+async fn subscribe_loop(
+    client: redis::Client,
+    cluster: Arc<Cluster>,
+    hub: Arc<Hub>,
+    groups: Arc<Groups>,
+    mut commands: mpsc::Receiver<Subscription>,
+) {
+    let mut channels: HashSet<String> = HashSet::new();
+    channels.insert(cluster.groups_channel());
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: Redis pub/sub unavailable, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let mut ok = true;
+        for channel in &channels {
+            if sink.subscribe(channel).await.is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        tracing::info!(channels = channels.len(), "cluster: subscribed");
+        loop {
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { return };
+                    let result = match command {
+                        Subscription::Subscribe(c) => {
+                            let r = sink.subscribe(&c).await;
+                            channels.insert(c);
+                            r
+                        }
+                        Subscription::Unsubscribe(c) => {
+                            let r = sink.unsubscribe(&c).await;
+                            channels.remove(&c);
+                            r
+                        }
+                    };
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    let Ok(payload) = msg.get_payload::<String>() else { continue };
+                    match serde_json::from_str::<Envelope>(&payload) {
+                        Ok(envelope) => dispatch(&cluster, &hub, &groups, envelope).await,
+                        Err(e) => tracing::warn!(error = %e, "cluster: unreadable message"),
+                    }
+                }
+            }
+        }
+        tracing::warn!("cluster: Redis pub/sub connection lost, reconnecting");
+    }
+}
+
+async fn dispatch(cluster: &Cluster, hub: &Hub, groups: &Groups, envelope: Envelope) {
+    if envelope.node() == cluster.node {
+        return;
+    }
+    match envelope {
+        Envelope::Deliver {
+            user,
+            frame,
+            inbox,
+            sent,
+            ..
+        } => {
+            let cursor = if inbox > 0 {
+                Cursor::Inbox(inbox)
+            } else if sent > 0 {
+                Cursor::Sent(sent)
+            } else {
+                Cursor::None
+            };
+            hub.send_to_user(&user, &Frame::from(frame), cursor, None);
+        }
+        Envelope::Group { group, frame, .. } => {
+            let members = match groups.members(&group).await {
+                Ok(Some(m)) => m,
+                _ => return,
+            };
+            let frame = Frame::from(frame);
+            for user in members.roles.keys() {
+                hub.send_to_user(user, &frame, Cursor::None, None);
+            }
+        }
+        Envelope::Kick { user, platform, .. } => {
+            hub.close_platform(&user, &platform, CloseCode::Replaced);
+        }
+        Envelope::Members { group, .. } => groups.forget(&group),
+    }
+}
+
+/// Keeps this node's presence entries alive.
+async fn presence_loop(cluster: Arc<Cluster>, hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(cluster.ttl / 3);
+    let mut conn = cluster.conn.clone();
+    loop {
+        tick.tick().await;
+        let until = expiry(cluster.ttl);
+        let mut pipe = redis::pipe();
+        let mut n = 0;
+        hub.for_each_device(|user, platform| {
+            let key = cluster.presence_key(user);
+            pipe.cmd("ZADD")
+                .arg(&key)
+                .arg(until)
+                .arg(format!("{}|{platform}", cluster.node))
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(cluster.ttl.as_millis() as u64 * 2)
+                .ignore();
+            n += 1;
+        });
+        if n > 0 {
+            let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "presence refresh failed");
+            }
+        }
+    }
+}
