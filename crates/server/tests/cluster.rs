@@ -170,3 +170,137 @@ async fn a_stopped_node_leaves_presence_and_the_others_keep_serving() {
     a.send_msg("b", "1", "still here").await;
     assert_eq!(b.recv().await.content, "still here");
 }
+
+/// A Redis server of this test's own, on a free port, so it can be stopped and started.
+async fn own_redis(port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server (scripts/test installs it)");
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_loses_no_acknowledged_message() {
+    let port = free_port();
+    let mut redis = own_redis(port).await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let pg = fresh_pg_database().await;
+    let prefix = redis_prefix("restart");
+    let n0 = start(cluster_node_config(&pg, &prefix, &url)).await;
+    let n1 = start(cluster_node_config(&pg, &prefix, &url)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut alice = connect(&n0, "alice", "p").await;
+    let mut bob = connect(&n1, "bob", "p").await;
+    alice.send_msg("bob", "1", "before").await;
+    assert_eq!(bob.recv().await.content, "before");
+
+    // Redis goes away; alice keeps sending. Her messages are stored and acknowledged.
+    redis.kill().await.unwrap();
+    let _ = redis.wait().await;
+    for i in 2..=4 {
+        alice.send_msg("bob", &i.to_string(), "during").await;
+        assert_eq!(ack(&mut alice, &i.to_string()).await.seq, i);
+    }
+
+    // Redis comes back; the nodes reconnect and resubscribe by themselves.
+    let _redis = own_redis(port).await;
+    let mut delivered = false;
+    for i in 5..40 {
+        alice.send_msg("bob", &i.to_string(), "after").await;
+        ack(&mut alice, &i.to_string()).await;
+        // (A publish queued while Redis was away may still get through once it is back.)
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), bob.recv()).await {
+            assert!(
+                m.content == "after" || m.content == "during",
+                "{}",
+                m.content
+            );
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "live delivery resumed after Redis came back");
+
+    // Nothing acknowledged was lost: bob's device syncs what the outage kept from it.
+    let url = format!("{}?since_seq=1", n1.url("bob", "tablet"));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut tablet = Client { ws };
+    for seq in 2..=4 {
+        let m = tablet.recv().await;
+        assert_eq!((m.seq, m.content.as_str()), (seq, "during"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_vanishes_from_presence_within_the_ttl() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let pg = fresh_pg_database().await;
+    let prefix = redis_prefix("kill");
+    let survivor = start(cluster_node_config(&pg, &prefix, &redis_url())).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("NATTER__STORAGE__BACKEND", "postgres")
+        .env("NATTER__STORAGE__URL", &pg)
+        .env("NATTER__CLUSTER__ENABLED", "true")
+        .env("NATTER__CLUSTER__REDIS_URL", redis_url())
+        .env("NATTER__CLUSTER__KEY_PREFIX", &prefix)
+        .env("NATTER__CLUSTER__PRESENCE_TTL", "900ms")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the node logs its address");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let (_dave, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/dave/conn/phone"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let online = || async {
+        let (_, body) = survivor.get("/api/v1/users/dave/online?user_id=x").await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["online"].clone()
+    };
+    assert_eq!(online().await, json!(true));
+    child.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(online().await, json!(false), "gone within the presence TTL");
+}
