@@ -35,6 +35,9 @@ struct Cli {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:50000", global = true)]
     server: SocketAddr,
+    /// Where receivers connect, when not to `--server` (cluster runs: another node).
+    #[arg(long, global = true)]
+    receivers_server: Option<SocketAddr>,
     /// Number of loopback source addresses (127.0.0.2, .3, ...) to spread connections over.
     #[arg(long, default_value_t = 4, global = true)]
     sources: u8,
@@ -120,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let net = Net {
         server: cli.server,
         sources: cli.sources.max(1),
+        receivers: cli.receivers_server.unwrap_or(cli.server),
     };
     match cli.scenario {
         Scenario::Idle {
@@ -165,12 +169,24 @@ type Ws = WebSocketStream<TcpStream>;
 struct Net {
     server: SocketAddr,
     sources: u8,
+    /// Where receiving devices connect (the same server unless a cluster run says otherwise).
+    receivers: SocketAddr,
 }
 
 impl Net {
     /// Connects as `user` on `platform`, from source address number `n`.
     async fn connect(&self, n: usize, user: &str, platform: &str) -> anyhow::Result<Ws> {
         self.connect_with_token(n, user, platform, None).await
+    }
+
+    /// A receiving device's connection (to `--receivers-server` when given).
+    async fn connect_receiver(&self, n: usize, user: &str, platform: &str) -> anyhow::Result<Ws> {
+        let to = Net {
+            server: self.receivers,
+            sources: self.sources,
+            receivers: self.receivers,
+        };
+        to.connect(n, user, platform).await
     }
 
     async fn connect_with_token(
@@ -412,7 +428,9 @@ async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()> {
     let pairs: Vec<Arc<Pair>> = (0..cfg.pairs).map(|_| Arc::default()).collect();
     for (p, pair) in pairs.iter().enumerate() {
         for d in 0..cfg.devices {
-            let ws = net.connect(n, &format!("r{p}"), &format!("d{d}")).await?;
+            let ws = net
+                .connect_receiver(n, &format!("r{p}"), &format!("d{d}"))
+                .await?;
             n += 1;
             receivers.push(tokio::spawn(receive(ws, run.clone(), pair.clone())));
         }
