@@ -231,7 +231,10 @@ async fn idle(net: &Net, conns: usize, pid: u32, hold: u64) -> anyhow::Result<()
     let before = rss_kib(pid)?;
     let started = Instant::now();
     let results: Vec<anyhow::Result<Ws>> = stream::iter(0..conns)
-        .map(|i| async move { net.connect(i, &format!("idle{i}-{}", run_tag()), "bench").await })
+        .map(|i| async move {
+            net.connect(i, &format!("idle{i}-{}", run_tag()), "bench")
+                .await
+        })
         .buffer_unordered(256)
         .collect()
         .await;

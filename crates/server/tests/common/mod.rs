@@ -27,13 +27,7 @@ pub struct TestServer {
 
 /// A fresh directory for one test's files, under the system temp dir.
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "natter-test-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = std::env::temp_dir().join(format!("natter-test-{tag}-{}", unique()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -328,19 +322,8 @@ pub fn pg_admin_url() -> String {
 /// A fresh, empty PostgreSQL database for one test; returns its URL.
 pub async fn fresh_pg_database() -> String {
     use sqlx::Connection;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
     let admin = pg_admin_url();
-    let name = format!(
-        "natter_test_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            % 1_000_000
-    );
+    let name = format!("natter_test_{}", unique());
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("PostgreSQL for tests (set NATTER_TEST_PG_URL; scripts/test starts one)");
@@ -406,16 +389,22 @@ pub fn cluster_node_config(pg_url: &str, prefix: &str, redis_url: &str) -> Confi
 
 /// A Redis key prefix of this test's own.
 pub fn redis_prefix(tag: &str) -> String {
+    format!("natter-test-{tag}-{}", unique())
+}
+
+/// `pid_counter_millis`: unique across tests, test processes and runs.
+pub fn unique() -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
     format!(
-        "natter-test-{}-{tag}-{}-{}",
+        "{}_{}_{millis}",
         std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
+        N.fetch_add(1, Ordering::Relaxed)
     )
 }
 
