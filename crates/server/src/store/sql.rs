@@ -57,6 +57,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "groups",
         include_str!("../../migrations/postgres/0002_groups.sql"),
     ),
+    (
+        3,
+        "user_seq_hot",
+        include_str!("../../migrations/postgres/0003_user_seq_hot.sql"),
+    ),
 ];
 
 /// SQLite in WAL mode with `synchronous = FULL`: a commit returns after the WAL is fsynced, once
