@@ -97,6 +97,9 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// Longest a session waits for a presence update on Redis.
+const REDIS_WAIT: Duration = Duration::from_secs(1);
+
 /// Publishes waiting to be sent; beyond this, live pushes are dropped (storage has them).
 const PUBLISH_QUEUE: usize = 65_536;
 
@@ -191,13 +194,19 @@ impl Cluster {
         self.send(self.groups_channel(), &envelope);
     }
 
+    /// Queues a (un)subscription for the subscriber task without waiting. If the queue is full
+    /// (Redis has been away for long), the subscriber rebuilds every subscription from the hub
+    /// when it reconnects anyway.
+    fn subscription(&self, s: Subscription) {
+        if self.subscriptions.try_send(s).is_err() {
+            tracing::warn!("cluster subscription queue full; resubscribing from the hub later");
+        }
+    }
+
     /// A device connected here: take the user's channel, kick the same platform elsewhere,
     /// and appear in presence.
     pub async fn joined(&self, user: &str, platform: &str) {
-        let _ = self
-            .subscriptions
-            .send(Subscription::Subscribe(self.user_channel(user)))
-            .await;
+        self.subscription(Subscription::Subscribe(self.user_channel(user)));
         let kick = Envelope::Kick {
             node: self.node.clone(),
             user: user.to_owned(),
@@ -206,8 +215,8 @@ impl Cluster {
         self.send(self.user_channel(user), &kick);
         let mut conn = self.conn.clone();
         let member = format!("{}|{platform}", self.node);
-        let result: redis::RedisResult<()> = redis::pipe()
-            .cmd("ZADD")
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
             .arg(self.presence_key(user))
             .arg(expiry(self.ttl))
             .arg(&member)
@@ -215,31 +224,30 @@ impl Cluster {
             .cmd("PEXPIRE")
             .arg(self.presence_key(user))
             .arg(self.ttl.as_millis() as u64 * 2)
-            .ignore()
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "presence update failed");
+            .ignore();
+        // A session never waits long on Redis: the presence refresher catches up later.
+        match tokio::time::timeout(REDIS_WAIT, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "presence update failed"),
+            Err(_) => tracing::warn!("presence update timed out"),
         }
     }
 
     /// A device left: drop it from presence; give up the channel if the user has no device here.
     pub async fn left(&self, user: &str, platform: &str, none_left: bool) {
         if none_left {
-            let _ = self
-                .subscriptions
-                .send(Subscription::Unsubscribe(self.user_channel(user)))
-                .await;
+            self.subscription(Subscription::Unsubscribe(self.user_channel(user)));
         }
         let mut conn = self.conn.clone();
         let member = format!("{}|{platform}", self.node);
-        let result: redis::RedisResult<()> = redis::cmd("ZREM")
-            .arg(self.presence_key(user))
-            .arg(member)
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "presence removal failed");
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(self.presence_key(user)).arg(member);
+        if !matches!(
+            tokio::time::timeout(REDIS_WAIT, zrem.query_async::<()>(&mut conn)).await,
+            Ok(Ok(()))
+        ) {
+            // The entry expires by itself within presence_ttl.
+            tracing::debug!("presence removal failed");
         }
     }
 
@@ -299,9 +307,14 @@ async fn subscribe_loop(
     mut commands: mpsc::Receiver<Subscription>,
 ) {
     let mut channels: HashSet<String> = HashSet::new();
-    channels.insert(cluster.groups_channel());
     let mut backoff = Duration::from_millis(100);
     loop {
+        // What to listen to is whatever this node holds now: rebuilt on every (re)connection.
+        channels.clear();
+        channels.insert(cluster.groups_channel());
+        hub.for_each_device(|user, _| {
+            channels.insert(cluster.user_channel(user));
+        });
         let pubsub = match client.get_async_pubsub().await {
             Ok(p) => p,
             Err(e) => {
