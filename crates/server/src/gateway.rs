@@ -462,18 +462,29 @@ impl Session {
             let written = {
                 let write = write_batch(&mut self.socket, &mut self.batch);
                 tokio::pin!(write);
-                let deadline = tokio::time::sleep(write_timeout);
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        r = &mut write => break r.map_err(|_| Exit::Gone),
-                        () = &mut deadline => break Err(Exit::Close(CloseCode::SlowConsumer)),
-                        // While a write to a slow client waits, other tasks may fill the outbox.
-                        () = self.outbox.ready() => {
-                            if self.outbox.close_requested() == Some(CloseCode::SlowConsumer) {
-                                break Err(Exit::Close(CloseCode::SlowConsumer));
+                // Most writes complete at once (the socket has room): only a write that has to
+                // wait gets a deadline, so the common case registers no timer.
+                let at_once = tokio::select! {
+                    biased;
+                    r = &mut write => Some(r.map_err(|_| Exit::Gone)),
+                    () = std::future::ready(()) => None,
+                };
+                if let Some(done) = at_once {
+                    done
+                } else {
+                    let deadline = tokio::time::sleep(write_timeout);
+                    tokio::pin!(deadline);
+                    loop {
+                        tokio::select! {
+                            r = &mut write => break r.map_err(|_| Exit::Gone),
+                            () = &mut deadline => break Err(Exit::Close(CloseCode::SlowConsumer)),
+                            // While a write to a slow client waits, other tasks may fill the outbox.
+                            () = self.outbox.ready() => {
+                                if self.outbox.close_requested() == Some(CloseCode::SlowConsumer) {
+                                    break Err(Exit::Close(CloseCode::SlowConsumer));
+                                }
+                                // Anything else queued meanwhile is drained after this write.
                             }
-                            // Anything else queued meanwhile is drained after this write.
                         }
                     }
                 }
