@@ -163,6 +163,17 @@ impl Groups {
         self.lock().remove(group_id);
     }
 
+    /// The group and its freshly reloaded members, after a change.
+    async fn reload(&self, group_id: &str) -> Result<(Group, Arc<Members>), GroupError> {
+        let group = self
+            .store
+            .group(group_id)
+            .await?
+            .ok_or(GroupError::NotFound)?;
+        let members = self.refresh(group_id).await?.ok_or(GroupError::NotFound)?;
+        Ok((group, members))
+    }
+
     /// The members, or `NotFound` / `NotAMember` for `user`.
     pub async fn membership(
         &self,
@@ -257,12 +268,7 @@ impl Groups {
         }
         self.check_group_count(&new).await?;
         let added = self.store.add_members(group_id, &new).await?;
-        let group = self
-            .store
-            .group(group_id)
-            .await?
-            .ok_or(GroupError::NotFound)?;
-        let members = self.refresh(group_id).await?.ok_or(GroupError::NotFound)?;
+        let (group, members) = self.reload(group_id).await?;
         let notice = (!added.is_empty())
             .then(|| Notice::new(&group, actor, notice::MEMBERS_ADDED, &added, &members));
         Ok((added, notice))
@@ -294,12 +300,7 @@ impl Groups {
             Some(_) => {}
         }
         self.store.remove_member(group_id, user).await?;
-        let group = self
-            .store
-            .group(group_id)
-            .await?
-            .ok_or(GroupError::NotFound)?;
-        let members = self.refresh(group_id).await?.ok_or(GroupError::NotFound)?;
+        let (group, members) = self.reload(group_id).await?;
         let kind = if leaving {
             notice::MEMBER_LEFT
         } else {
@@ -328,12 +329,7 @@ impl Groups {
             ));
         }
         self.store.set_role(group_id, user, role).await?;
-        let group = self
-            .store
-            .group(group_id)
-            .await?
-            .ok_or(GroupError::NotFound)?;
-        let members = self.refresh(group_id).await?.ok_or(GroupError::NotFound)?;
+        let (group, members) = self.reload(group_id).await?;
         Ok(Notice::new(
             &group,
             actor,
