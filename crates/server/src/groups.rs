@@ -370,7 +370,16 @@ impl Groups {
             .group(group_id)
             .await?
             .ok_or(GroupError::NotFound)?;
-        let notice = Notice::new(&group, actor, notice::DISSOLVED, &[], &members);
+        // Once dissolved the group has no members to look up, here or on another node: the
+        // notice goes to each former member by user id instead.
+        let mut notice = Notice::new(
+            &group,
+            actor,
+            notice::DISSOLVED,
+            &[],
+            &Arc::new(Members::default()),
+        );
+        notice.audience.also = members.roles.keys().cloned().collect();
         self.store.dissolve_group(group_id).await?;
         self.lock().remove(group_id);
         Ok(notice)

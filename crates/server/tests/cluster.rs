@@ -109,6 +109,15 @@ async fn groups_deliver_across_nodes() {
         }
     }
     ack(&mut a, "g").await;
+
+    // Dissolving it reaches the members on the other nodes, though the group is gone.
+    let (status, _) = nodes[0]
+        .request("DELETE", &format!("/api/v1/groups/{group}?user_id=a"), None)
+        .await;
+    assert_eq!(status, 204);
+    for member in [&mut b, &mut c] {
+        while member.recv().await.msg_type != 5 {}
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

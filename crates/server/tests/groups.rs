@@ -185,8 +185,15 @@ async fn membership_rules_are_enforced(backend: Backend) {
         (400, Some("invalid_request"))
     );
 
+    let mut m1 = server.connect("m1", "p").await;
     assert_eq!(api(&server, "DELETE", &path, "owner", None).await.0, 204);
     assert_eq!(api(&server, "GET", &path, "owner", None).await.0, 404);
+    // The former members hear of it.
+    let notice = m1.recv().await;
+    assert_eq!(
+        (notice.msg_type, notice.receiver_id.as_str()),
+        (5, g.as_str())
+    );
 }
 
 async fn group_message_reaches_every_member_device_and_only_members_may_send(backend: Backend) {
