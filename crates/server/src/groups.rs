@@ -187,12 +187,11 @@ impl Groups {
 
     async fn check_group_count(&self, users: &[String]) -> Result<(), GroupError> {
         let max = self.config.max_groups_per_user;
-        for u in users {
-            if self.store.groups_of(u).await?.len() >= max {
-                return Err(GroupError::TooManyGroups(u.clone(), max));
-            }
+        let counts = self.store.group_counts(users).await?;
+        match counts.into_iter().find(|(_, n)| *n as usize >= max) {
+            Some((user, _)) => Err(GroupError::TooManyGroups(user, max)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Creates a group owned by `owner` with `members`; returns it and the notification.

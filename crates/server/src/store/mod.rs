@@ -165,6 +165,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes the group and its memberships (its messages stay until retention).
     fn dissolve_group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 
+    /// How many groups each of `users` is a member of (users in none are left out).
+    fn group_counts<'a>(
+        &'a self,
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, i64>, StoreError>>;
+
     /// The groups `user` is a member of, with the user's role in each.
     fn groups_of<'a>(
         &'a self,

@@ -480,6 +480,27 @@ macro_rules! sql_store {
                 Ok(gone)
             }
 
+            async fn group_counts_impl(
+                &self,
+                users: &[String],
+            ) -> Result<HashMap<String, i64>, StoreError> {
+                let mut counts = HashMap::new();
+                for chunk in users.chunks(CHUNK) {
+                    let mut q = QueryBuilder::<$Db>::new(
+                        "SELECT user_id, COUNT(*) FROM group_members WHERE user_id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for user in chunk {
+                        list.push_bind(user.as_str());
+                    }
+                    q.push(") GROUP BY user_id");
+                    for r in q.build().fetch_all(&self.pool).await? {
+                        counts.insert(r.try_get(0)?, r.try_get(1)?);
+                    }
+                }
+                Ok(counts)
+            }
+
             async fn groups_of_impl(&self, user: &str) -> Result<Vec<(Group, Role)>, StoreError> {
                 let mut q = QueryBuilder::<$Db>::new(
                     "SELECT g.group_id, g.name, g.owner, g.created_at, m.role FROM group_members m \
@@ -558,6 +579,13 @@ macro_rules! sql_store {
                 group_id: &'a str,
             ) -> BoxFuture<'a, Result<bool, StoreError>> {
                 Box::pin(self.dissolve_group_impl(group_id))
+            }
+
+            fn group_counts<'a>(
+                &'a self,
+                users: &'a [String],
+            ) -> BoxFuture<'a, Result<HashMap<String, i64>, StoreError>> {
+                Box::pin(self.group_counts_impl(users))
             }
 
             fn groups_of<'a>(
