@@ -14,7 +14,7 @@ use super::{ApiError, caller, query_param};
 use crate::{
     groups::{GroupError, Groups, Notice},
     server::AppState,
-    store::{Role, Stream},
+    store::{MyGroup, Role, Stream},
 };
 
 pub fn routes() -> Router<AppState> {
@@ -115,10 +115,8 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let (user, groups) = who(&state, &headers, &query)?;
-    let store = groups.store();
     let mut out = Vec::new();
-    for (group, role) in store.groups_of(&user).await? {
-        let (seq, _) = store.cursors(&group.group_id).await?;
+    for MyGroup { group, role, seq } in groups.store().groups_of(&user).await? {
         out.push(json!({
             "group_id": group.group_id, "name": group.name, "owner": group.owner,
             "created_at": group.created_at, "role": role, "seq": seq,

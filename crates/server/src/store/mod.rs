@@ -42,6 +42,14 @@ pub struct Group {
     pub created_at: i64,
 }
 
+/// One of a user's groups: the group, the user's role in it, and the group's last `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MyGroup {
+    pub group: Group,
+    pub role: Role,
+    pub seq: i64,
+}
+
 /// A member's role in a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -171,11 +179,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         users: &'a [String],
     ) -> BoxFuture<'a, Result<HashMap<String, i64>, StoreError>>;
 
-    /// The groups `user` is a member of, with the user's role in each.
-    fn groups_of<'a>(
-        &'a self,
-        user: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(Group, Role)>, StoreError>>;
+    /// The groups `user` is a member of, with the user's role in each and the group's last seq.
+    fn groups_of<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<MyGroup>, StoreError>>;
 }
 
 /// Opens the configured store, creating its schema on first start. `None` when storage is off.

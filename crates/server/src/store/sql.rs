@@ -15,7 +15,8 @@ use sqlx::{
 };
 
 use super::{
-    Appended, Group, Member, Role, Store, StoreError, Stream, classify, migrator, seq_demand,
+    Appended, Group, Member, MyGroup, Role, Store, StoreError, Stream, classify, migrator,
+    seq_demand,
 };
 
 const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
@@ -501,17 +502,22 @@ macro_rules! sql_store {
                 Ok(counts)
             }
 
-            async fn groups_of_impl(&self, user: &str) -> Result<Vec<(Group, Role)>, StoreError> {
+            async fn groups_of_impl(&self, user: &str) -> Result<Vec<MyGroup>, StoreError> {
                 let mut q = QueryBuilder::<$Db>::new(
-                    "SELECT g.group_id, g.name, g.owner, g.created_at, m.role FROM group_members m \
-                     JOIN chat_groups g ON g.group_id = m.group_id WHERE m.user_id = ",
+                    "SELECT g.group_id, g.name, g.owner, g.created_at, m.role, COALESCE(s.seq, 0) \
+                     FROM group_members m JOIN chat_groups g ON g.group_id = m.group_id \
+                     LEFT JOIN user_seq s ON s.user_id = g.group_id WHERE m.user_id = ",
                 );
                 q.push_bind(user).push(" ORDER BY g.group_id");
                 let rows = q.build().fetch_all(&self.pool).await?;
                 rows.iter()
                     .map(|r| {
                         let role: String = r.try_get(4)?;
-                        Ok((Self::row_to_group(r)?, Role::parse(&role)))
+                        Ok(MyGroup {
+                            group: Self::row_to_group(r)?,
+                            role: Role::parse(&role),
+                            seq: r.try_get(5)?,
+                        })
                     })
                     .collect::<Result<_, sqlx::Error>>()
                     .map_err(StoreError::from)
@@ -591,7 +597,7 @@ macro_rules! sql_store {
             fn groups_of<'a>(
                 &'a self,
                 user: &'a str,
-            ) -> BoxFuture<'a, Result<Vec<(Group, Role)>, StoreError>> {
+            ) -> BoxFuture<'a, Result<Vec<MyGroup>, StoreError>> {
                 Box::pin(self.groups_of_impl(user))
             }
 
