@@ -296,12 +296,16 @@ async fn retention_deletes_old_messages_but_keeps_seq_counting(backend: Backend)
 
 async fn commit_failure_is_an_error_reply_and_the_node_recovers(backend: Backend) {
     let config = config_for(backend).await;
-    let break_it = "ALTER TABLE messages RENAME TO messages_away";
-    let mend_it = "ALTER TABLE messages_away RENAME TO messages";
-    let admin = match backend {
-        Backend::Sqlite => format!("{}/natter.db", config.storage.path),
-        Backend::Postgres => config.storage.url.clone(),
+    // SQLite commits accepted messages to the log file first (store/sqlite.rs).
+    let (admin, table) = match backend {
+        Backend::Sqlite => (
+            format!("{}/natter-log.db", config.storage.path),
+            "message_log",
+        ),
+        Backend::Postgres => (config.storage.url.clone(), "messages"),
     };
+    let break_it = &format!("ALTER TABLE {table} RENAME TO away");
+    let mend_it = &format!("ALTER TABLE away RENAME TO {table}");
     let server = start(config).await;
     let mut a = server.connect("a", "p").await;
     let mut b = server.connect("b", "p").await;

@@ -12,6 +12,7 @@
 //! portable, only the driver types differ.
 
 mod sql;
+mod sqlite;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -21,7 +22,8 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use crate::config::{StorageBackend, StorageConfig};
 
-pub use sql::{PostgresStore, SqliteStore};
+pub use sql::PostgresStore;
+pub use sqlite::SqliteStore;
 
 /// What happened to one message of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +110,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("storage.path `{0}`: {1}")]
     Path(String, std::io::Error),
+    #[error("storage.path `{0}` is in use by another natter process")]
+    Locked(String),
 }
 
 /// The storage engine. Implementations are cheap to share (`Arc<dyn Store>`).
@@ -276,6 +280,55 @@ fn classify(
         }
     }
     (fresh, repeat_of)
+}
+
+/// Numbers the new messages of a batch and decides every message's outcome. `next` holds, per
+/// user, the next free `seq` and `send_seq`; it is advanced past the numbers handed out.
+/// Returns the numbered new messages (to insert) and one outcome per message of `batch`.
+fn number(
+    batch: &[Msg],
+    fresh: &[bool],
+    repeat_of: &[Option<usize>],
+    stored: &HashMap<(String, String), Msg>,
+    next: &mut HashMap<String, (i64, i64)>,
+) -> (Vec<Msg>, Vec<Appended>) {
+    let mut numbered: Vec<Msg> = Vec::with_capacity(batch.len());
+    let mut outcomes: Vec<Appended> = Vec::with_capacity(batch.len());
+    for (i, m) in batch.iter().enumerate() {
+        if fresh[i] {
+            let mut m = m.clone();
+            m.seq = next.get_mut(&m.receiver_id).map_or(0, |n| {
+                n.0 += 1;
+                n.0 - 1
+            });
+            m.send_seq = next.get_mut(&m.send_id).map_or(0, |n| {
+                n.1 += 1;
+                n.1 - 1
+            });
+            outcomes.push(Appended::New {
+                seq: m.seq,
+                send_seq: m.send_seq,
+            });
+            numbered.push(m);
+        } else if let Some(first) = repeat_of[i] {
+            let original = match &outcomes[first] {
+                Appended::New { seq, send_seq } => Msg {
+                    seq: *seq,
+                    send_seq: *send_seq,
+                    ..batch[first].clone()
+                },
+                Appended::Duplicate(m) => m.clone(),
+            };
+            outcomes.push(Appended::Duplicate(original));
+        } else {
+            let original = stored
+                .get(&(m.send_id.clone(), m.local_id.clone()))
+                .cloned()
+                .unwrap_or_else(|| m.clone());
+            outcomes.push(Appended::Duplicate(original));
+        }
+    }
+    (numbered, outcomes)
 }
 
 /// How long to wait between retention passes for a given retention period.

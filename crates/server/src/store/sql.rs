@@ -2,24 +2,22 @@
 //! with `RETURNING`, row values, partial indexes); `sql_store!` instantiates them for each driver
 //! so the logic is written once. Placeholders come from sqlx's `QueryBuilder`.
 
-use std::{collections::HashMap, path::Path, str::FromStr, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use futures_util::future::BoxFuture;
 use natter_protocol::{Msg, msg_type};
 use sqlx::{
     Postgres, QueryBuilder, Row, Sqlite,
+    pool::PoolConnection,
     postgres::{PgPool, PgPoolOptions},
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-    },
 };
 
 use super::{
-    Appended, Group, Member, MyGroup, Role, Store, StoreError, Stream, classify, migrator,
-    seq_demand,
+    Appended, Group, Member, MyGroup, Role, SqliteStore, Store, StoreError, Stream, classify,
+    migrator, number, seq_demand,
 };
 
-const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
+pub(super) const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
                        content_type, content, create_time, send_time, is_read";
 
 /// The same columns, qualified by the alias `m`.
@@ -30,12 +28,12 @@ const MSG_COLUMNS: &str = "m.server_id, m.send_id, m.receiver_id, m.local_id, m.
 /// Rows per multi-row statement. Batches are cut into chunks of this size so that only a few
 /// distinct statements exist (full chunks, plus one per remainder size), and every one of them
 /// stays in the connection's prepared-statement cache instead of being parsed per batch.
-const CHUNK: usize = 128;
+pub(super) const CHUNK: usize = 128;
 
 /// Rows deleted per statement by retention, so writers are never blocked for long.
 const PRUNE_CHUNK: i64 = 5000;
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(super) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "messages",
@@ -65,37 +63,6 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// SQLite in WAL mode with `synchronous = FULL`: a commit returns after the WAL is fsynced, once
-/// per batch.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
-
-impl SqliteStore {
-    /// Opens (creating if needed) `natter.db` in the directory `dir`.
-    pub async fn open(dir: &str) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Path(dir.to_owned(), e))?;
-        let file = Path::new(dir).join("natter.db");
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(file)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
-            .statement_cache_capacity(512)
-            // 64 MiB of page cache per connection (the default is 2 MiB): index pages of many
-            // users' inboxes stay in memory instead of being read back on every batch.
-            .pragma("cache_size", "-65536");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        migrator(SQLITE_MIGRATIONS).await?.run(&pool).await?;
-        Ok(SqliteStore { pool })
-    }
-}
-
 /// PostgreSQL: every node of a cluster writes to it; the `user_seq` upsert serialises sequence
 /// allocation per user across nodes.
 #[derive(Debug, Clone)]
@@ -113,15 +80,23 @@ impl PostgresStore {
         migrator(POSTGRES_MIGRATIONS).await?.run(&pool).await?;
         Ok(PostgresStore { pool })
     }
+
+    /// Writes take any pooled connection: PostgreSQL locks rows, and every node writes.
+    async fn writer(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
 }
 
-/// Instantiates the stores' SQL for one driver. `$begin` opens a write transaction: SQLite
-/// needs `BEGIN IMMEDIATE`, or a transaction that reads first fails with "database is locked"
-/// when it tries to write after another connection has committed.
+/// Instantiates the stores' shared SQL for one driver: row decoding, the message statements both
+/// message paths use, groups, and the `Store` impl. Each store brings `writer()` (the connection
+/// writes go through), `append_batch`, `after_impl`, `cursors_impl`, `prune_impl` and
+/// `group_seq_floor`.
 macro_rules! sql_store {
-    ($Store:ty, $Db:ty, $begin:expr) => {
+    ($Store:ty, $Db:ty) => {
         impl $Store {
-            fn row_to_msg(row: &<$Db as sqlx::Database>::Row) -> Result<Msg, sqlx::Error> {
+            pub(super) fn row_to_msg(
+                row: &<$Db as sqlx::Database>::Row,
+            ) -> Result<Msg, sqlx::Error> {
                 Ok(Msg {
                     server_id: row.try_get(0)?,
                     send_id: row.try_get(1)?,
@@ -138,12 +113,13 @@ macro_rules! sql_store {
                 })
             }
 
-            async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
-                let mut tx = self.pool.begin_with($begin).await?;
-
-                // 1. Resends: the originals of (send_id, local_id) pairs stored before.
-                let keyed: Vec<&Msg> = batch.iter().filter(|m| !m.local_id.is_empty()).collect();
-                let mut stored: HashMap<(String, String), Msg> = HashMap::new();
+            /// The originals of messages stored before with the same `(send_id, local_id)` as
+            /// one of `keyed`.
+            pub(super) async fn find_originals(
+                conn: &mut <$Db as sqlx::Database>::Connection,
+                keyed: &[&Msg],
+            ) -> Result<HashMap<(String, String), Msg>, StoreError> {
+                let mut stored = HashMap::new();
                 for keyed in keyed.chunks(CHUNK) {
                     // A join from the constant rows, not `(send_id, local_id) IN (VALUES ...)`:
                     // SQLite scans the whole table for the latter, and looks up the index for this.
@@ -157,83 +133,31 @@ macro_rules! sql_store {
                         ") AS k JOIN messages m ON m.send_id = k.column1 \
                          AND m.local_id = k.column2 WHERE m.local_id <> ''",
                     );
-                    for row in q.build().fetch_all(&mut *tx).await? {
+                    for row in q.build().fetch_all(&mut *conn).await? {
                         let m = Self::row_to_msg(&row)?;
                         stored.insert((m.send_id.clone(), m.local_id.clone()), m);
                     }
                 }
-                let (fresh, repeat_of) = classify(batch, &stored);
+                Ok(stored)
+            }
 
-                // 2. Sequence numbers: one block per user, allocated atomically.
-                let demand = seq_demand(batch, &fresh);
-                let mut next: HashMap<String, (i64, i64)> = HashMap::with_capacity(demand.len());
-                for demand in demand.chunks(CHUNK) {
-                    let mut q =
-                        QueryBuilder::<$Db>::new("INSERT INTO user_seq (user_id, seq, send_seq) ");
-                    q.push_values(demand, |mut b, (user, inbox, sent)| {
-                        b.push_bind(user.as_str())
-                            .push_bind(*inbox)
-                            .push_bind(*sent);
-                    });
-                    q.push(
-                        " ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq + excluded.seq, \
-                         send_seq = user_seq.send_seq + excluded.send_seq \
-                         RETURNING user_id, seq, send_seq",
-                    );
-                    let tops: HashMap<String, (i64, i64)> = q
-                        .build()
-                        .fetch_all(&mut *tx)
-                        .await?
-                        .iter()
-                        .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
-                        .collect::<Result<_, sqlx::Error>>()?;
-                    for (user, inbox, sent) in demand {
-                        let (seq_top, send_top) = tops.get(user).copied().unwrap_or_default();
-                        next.insert(user.clone(), (seq_top - inbox + 1, send_top - sent + 1));
-                    }
-                }
-                let mut numbered: Vec<Msg> = Vec::with_capacity(batch.len());
-                let mut outcomes: Vec<Appended> = Vec::with_capacity(batch.len());
-                for (i, m) in batch.iter().enumerate() {
-                    if fresh[i] {
-                        let mut m = m.clone();
-                        m.seq = next.get_mut(&m.receiver_id).map_or(0, |n| {
-                            n.0 += 1;
-                            n.0 - 1
-                        });
-                        m.send_seq = next.get_mut(&m.send_id).map_or(0, |n| {
-                            n.1 += 1;
-                            n.1 - 1
-                        });
-                        outcomes.push(Appended::New {
-                            seq: m.seq,
-                            send_seq: m.send_seq,
-                        });
-                        numbered.push(m);
-                    } else if let Some(first) = repeat_of[i] {
-                        let original = match &outcomes[first] {
-                            Appended::New { seq, send_seq } => Msg {
-                                seq: *seq,
-                                send_seq: *send_seq,
-                                ..batch[first].clone()
-                            },
-                            Appended::Duplicate(m) => m.clone(),
-                        };
-                        outcomes.push(Appended::Duplicate(original));
-                    } else {
-                        let original = stored
-                            .get(&(m.send_id.clone(), m.local_id.clone()))
-                            .cloned()
-                            .unwrap_or_else(|| m.clone());
-                        outcomes.push(Appended::Duplicate(original));
-                    }
-                }
-
-                // 3. The rows.
-                for numbered in numbered.chunks(CHUNK) {
-                    let mut q =
-                        QueryBuilder::<$Db>::new(format!("INSERT INTO messages ({COLUMNS}) "));
-                    q.push_values(numbered, |mut b, m| {
+            /// Inserts numbered messages into `table`. With `first_id`, the rows get consecutive
+            /// ids from it; without, the table assigns them.
+            pub(super) async fn insert_messages(
+                conn: &mut <$Db as sqlx::Database>::Connection,
+                table: &str,
+                first_id: Option<i64>,
+                rows: &[Msg],
+            ) -> Result<(), StoreError> {
+                let id_column = if first_id.is_some() { "id, " } else { "" };
+                for (n, chunk) in rows.chunks(CHUNK).enumerate() {
+                    let mut q = QueryBuilder::<$Db>::new(format!(
+                        "INSERT INTO {table} ({id_column}{COLUMNS}) "
+                    ));
+                    q.push_values(chunk.iter().enumerate(), |mut b, (i, m)| {
+                        if let Some(first) = first_id {
+                            b.push_bind(first + (n * CHUNK + i) as i64);
+                        }
                         b.push_bind(m.server_id.as_str())
                             .push_bind(m.send_id.as_str())
                             .push_bind(m.receiver_id.as_str())
@@ -247,32 +171,15 @@ macro_rules! sql_store {
                             .push_bind(m.send_time)
                             .push_bind(m.is_read);
                     });
-                    q.build().execute(&mut *tx).await?;
+                    q.build().execute(&mut *conn).await?;
                 }
-
-                // 4. Read receipts: the reader (send_id) has read every message from
-                //    receiver_id up to the one whose server_id is the content.
-                for r in numbered.iter().filter(|m| m.msg_type == msg_type::READ) {
-                    let mut q = QueryBuilder::<$Db>::new(
-                        "UPDATE messages SET is_read = TRUE WHERE receiver_id = ",
-                    );
-                    q.push_bind(r.send_id.as_str())
-                        .push(" AND send_id = ")
-                        .push_bind(r.receiver_id.as_str())
-                        .push(" AND server_id <= ")
-                        .push_bind(r.content.as_str())
-                        .push(" AND msg_type <> ")
-                        .push_bind(msg_type::READ)
-                        .push(" AND is_read = FALSE");
-                    q.build().execute(&mut *tx).await?;
-                }
-
-                tx.commit().await?;
-                Ok(outcomes)
+                Ok(())
             }
 
-            async fn after_impl(
-                &self,
+            /// Up to `limit` messages of `user`'s `stream` in `table`, after `after`, in order.
+            pub(super) async fn select_after(
+                conn: &mut <$Db as sqlx::Database>::Connection,
+                table: &str,
                 user: &str,
                 stream: Stream,
                 after: i64,
@@ -283,32 +190,23 @@ macro_rules! sql_store {
                     Stream::Sent => ("send_id", "send_seq"),
                 };
                 let mut q = QueryBuilder::<$Db>::new(format!(
-                    "SELECT {COLUMNS} FROM messages WHERE {who} = "
+                    "SELECT {COLUMNS} FROM {table} WHERE {who} = "
                 ));
                 q.push_bind(user)
                     .push(format!(" AND {cursor} > "))
                     .push_bind(after)
                     .push(format!(" ORDER BY {cursor} LIMIT "))
                     .push_bind(i64::from(limit));
-                let rows = q.build().fetch_all(&self.pool).await?;
+                let rows = q.build().fetch_all(&mut *conn).await?;
                 Ok(rows
                     .iter()
                     .map(Self::row_to_msg)
                     .collect::<Result<_, _>>()?)
             }
 
-            async fn cursors_impl(&self, user: &str) -> Result<(i64, i64), StoreError> {
-                let mut q =
-                    QueryBuilder::<$Db>::new("SELECT seq, send_seq FROM user_seq WHERE user_id = ");
-                q.push_bind(user);
-                let row = q.build().fetch_optional(&self.pool).await?;
-                Ok(match row {
-                    Some(r) => (r.try_get(0)?, r.try_get(1)?),
-                    None => (0, 0),
-                })
-            }
-
-            async fn prune_impl(&self, before_ms: i64) -> Result<u64, StoreError> {
+            /// Deletes the messages sent before `before_ms`, oldest first, a chunk per statement
+            /// so that writers are never blocked for long.
+            pub(super) async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
                 let mut total = 0;
                 loop {
                     let mut q = QueryBuilder::<$Db>::new(
@@ -319,7 +217,11 @@ macro_rules! sql_store {
                         .push(" ORDER BY id LIMIT ")
                         .push_bind(PRUNE_CHUNK)
                         .push(")");
-                    let n = q.build().execute(&self.pool).await?.rows_affected();
+                    let n = q
+                        .build()
+                        .execute(&mut *self.writer().await?)
+                        .await?
+                        .rows_affected();
                     total += n;
                     if n < PRUNE_CHUNK as u64 {
                         return Ok(total);
@@ -343,7 +245,8 @@ macro_rules! sql_store {
                 g: &Group,
                 members: &[(String, Role)],
             ) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut writer = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let mut q = QueryBuilder::<$Db>::new(
                     "INSERT INTO chat_groups (group_id, name, owner, created_at) ",
                 );
@@ -403,13 +306,15 @@ macro_rules! sql_store {
                 group_id: &str,
                 users: &[String],
             ) -> Result<Vec<String>, StoreError> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut writer = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let mut q = QueryBuilder::<$Db>::new("SELECT seq FROM user_seq WHERE user_id = ");
                 q.push_bind(group_id);
-                let joined: i64 = match q.build().fetch_optional(&mut *tx).await? {
+                let stored: i64 = match q.build().fetch_optional(&mut *tx).await? {
                     Some(r) => r.try_get(0)?,
                     None => 0,
                 };
+                let joined = stored.max(self.group_seq_floor(group_id));
                 let mut added = Vec::new();
                 for chunk in users.chunks(CHUNK) {
                     let mut q = QueryBuilder::<$Db>::new(
@@ -439,7 +344,11 @@ macro_rules! sql_store {
                 q.push_bind(group_id)
                     .push(" AND user_id = ")
                     .push_bind(user);
-                Ok(q.build().execute(&self.pool).await?.rows_affected() > 0)
+                Ok(q.build()
+                    .execute(&mut *self.writer().await?)
+                    .await?
+                    .rows_affected()
+                    > 0)
             }
 
             async fn set_role_impl(
@@ -454,7 +363,11 @@ macro_rules! sql_store {
                     .push_bind(group_id)
                     .push(" AND user_id = ")
                     .push_bind(user);
-                Ok(q.build().execute(&self.pool).await?.rows_affected() > 0)
+                Ok(q.build()
+                    .execute(&mut *self.writer().await?)
+                    .await?
+                    .rows_affected()
+                    > 0)
             }
 
             async fn rename_group_impl(
@@ -466,11 +379,16 @@ macro_rules! sql_store {
                 q.push_bind(name)
                     .push(" WHERE group_id = ")
                     .push_bind(group_id);
-                Ok(q.build().execute(&self.pool).await?.rows_affected() > 0)
+                Ok(q.build()
+                    .execute(&mut *self.writer().await?)
+                    .await?
+                    .rows_affected()
+                    > 0)
             }
 
             async fn dissolve_group_impl(&self, group_id: &str) -> Result<bool, StoreError> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut writer = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let mut q = QueryBuilder::<$Db>::new("DELETE FROM group_members WHERE group_id = ");
                 q.push_bind(group_id);
                 q.build().execute(&mut *tx).await?;
@@ -598,7 +516,13 @@ macro_rules! sql_store {
                 &'a self,
                 user: &'a str,
             ) -> BoxFuture<'a, Result<Vec<MyGroup>, StoreError>> {
-                Box::pin(self.groups_of_impl(user))
+                Box::pin(async move {
+                    let mut groups = self.groups_of_impl(user).await?;
+                    for g in &mut groups {
+                        g.seq = g.seq.max(self.group_seq_floor(&g.group.group_id));
+                    }
+                    Ok(groups)
+                })
             }
 
             fn append<'a>(
@@ -632,5 +556,103 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, Sqlite, "BEGIN IMMEDIATE");
-sql_store!(PostgresStore, Postgres, "BEGIN");
+sql_store!(SqliteStore, Sqlite);
+/// The message path of PostgreSQL: every node of a cluster appends, so sequence numbers come
+/// from the `user_seq` upsert inside the transaction, which serialises allocation per user.
+impl PostgresStore {
+    async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+
+        // 1. Resends: the originals of (send_id, local_id) pairs stored before.
+        let keyed: Vec<&Msg> = batch.iter().filter(|m| !m.local_id.is_empty()).collect();
+        let stored = Self::find_originals(&mut tx, &keyed).await?;
+        let (fresh, repeat_of) = classify(batch, &stored);
+
+        // 2. Sequence numbers: one block per user, allocated atomically.
+        let demand = seq_demand(batch, &fresh);
+        let mut next: HashMap<String, (i64, i64)> = HashMap::with_capacity(demand.len());
+        for demand in demand.chunks(CHUNK) {
+            let mut q =
+                QueryBuilder::<Postgres>::new("INSERT INTO user_seq (user_id, seq, send_seq) ");
+            q.push_values(demand, |mut b, (user, inbox, sent)| {
+                b.push_bind(user.as_str())
+                    .push_bind(*inbox)
+                    .push_bind(*sent);
+            });
+            q.push(
+                " ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq + excluded.seq, \
+                 send_seq = user_seq.send_seq + excluded.send_seq \
+                 RETURNING user_id, seq, send_seq",
+            );
+            let tops: HashMap<String, (i64, i64)> = q
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
+                .collect::<Result<_, sqlx::Error>>()?;
+            for (user, inbox, sent) in demand {
+                let (seq_top, send_top) = tops.get(user).copied().unwrap_or_default();
+                next.insert(user.clone(), (seq_top - inbox + 1, send_top - sent + 1));
+            }
+        }
+        let (numbered, outcomes) = number(batch, &fresh, &repeat_of, &stored, &mut next);
+
+        // 3. The rows.
+        Self::insert_messages(&mut tx, "messages", None, &numbered).await?;
+
+        // 4. Read receipts: the reader (send_id) has read every message from receiver_id up
+        //    to the one whose server_id is the content.
+        for r in numbered.iter().filter(|m| m.msg_type == msg_type::READ) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "UPDATE messages SET is_read = TRUE WHERE receiver_id = ",
+            );
+            q.push_bind(r.send_id.as_str())
+                .push(" AND send_id = ")
+                .push_bind(r.receiver_id.as_str())
+                .push(" AND server_id <= ")
+                .push_bind(r.content.as_str())
+                .push(" AND msg_type <> ")
+                .push_bind(msg_type::READ)
+                .push(" AND is_read = FALSE");
+            q.build().execute(&mut *tx).await?;
+        }
+
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn after_impl(
+        &self,
+        user: &str,
+        stream: Stream,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Msg>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::select_after(&mut conn, "messages", user, stream, after, limit).await
+    }
+
+    async fn cursors_impl(&self, user: &str) -> Result<(i64, i64), StoreError> {
+        let mut q =
+            QueryBuilder::<Postgres>::new("SELECT seq, send_seq FROM user_seq WHERE user_id = ");
+        q.push_bind(user);
+        let row = q.build().fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => (r.try_get(0)?, r.try_get(1)?),
+            None => (0, 0),
+        })
+    }
+
+    async fn prune_impl(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.prune_messages(before_ms).await
+    }
+
+    /// Nothing is held back from the tables: their counters are current.
+    fn group_seq_floor(&self, _group_id: &str) -> i64 {
+        0
+    }
+}
+
+sql_store!(PostgresStore, Postgres);
