@@ -148,6 +148,12 @@ impl SqliteStore {
         let log_options = options(&log_file, 8192)?;
         let mut log = log_options.connect().await?;
         migrator(LOG_MIGRATIONS).await?.run(&mut log).await?;
+        // The appender reads natter.db (resends, counters) on its own connection: no pool, no
+        // hop to another thread per batch. It never writes there.
+        sqlx::query("ATTACH DATABASE ? AS archive")
+            .bind(archive_file.to_string_lossy().into_owned())
+            .execute(&mut log)
+            .await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(log_options)
@@ -226,7 +232,7 @@ impl SqliteStore {
         let mut stored = if archived.is_empty() {
             HashMap::new()
         } else {
-            Self::find_originals(&mut *self.pool.acquire().await?, &archived).await?
+            Self::find_originals(&mut log, &archived).await?
         };
         for ids in in_log.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(format!(
@@ -273,14 +279,14 @@ impl SqliteStore {
         }
         for chunk in missing.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT user_id, seq, send_seq FROM user_seq WHERE user_id IN (",
+                "SELECT user_id, seq, send_seq FROM archive.user_seq WHERE user_id IN (",
             );
             let mut list = q.separated(", ");
             for user in chunk {
                 list.push_bind(*user);
             }
             q.push(")");
-            for row in q.build().fetch_all(&self.pool).await? {
+            for row in q.build().fetch_all(&mut *log).await? {
                 let user: String = row.try_get(0)?;
                 let (seq, send_seq): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
                 next.insert(user, (seq + 1, send_seq + 1));
