@@ -140,3 +140,24 @@ async fn answers_are_the_same_in_the_log_and_in_the_indexed_table_and_after_a_re
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_second_store_on_the_same_directory_waits_for_the_first() {
+    let dir = common::temp_dir("sqlite-lock");
+    let path = dir.to_string_lossy().into_owned();
+    let first = SqliteStore::open(&path).await.unwrap();
+    first.append(&[msg(1, "a", "b", "l1")]).await.unwrap();
+
+    let second = SqliteStore::open(&path);
+    tokio::pin!(second);
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut second).await;
+    assert!(early.is_err(), "opened while another store holds the files");
+
+    drop(first);
+    let second = tokio::time::timeout(std::time::Duration::from_secs(5), second)
+        .await
+        .expect("the lock is released when the first store is dropped")
+        .unwrap();
+    assert_eq!(second.cursors("b").await.unwrap(), (1, 0));
+    let _ = std::fs::remove_dir_all(dir);
+}
