@@ -204,6 +204,29 @@ macro_rules! sql_store {
                     .collect::<Result<_, _>>()?)
             }
 
+            /// Runs one statement on the writer; returns the rows it changed.
+            async fn write(&self, mut q: QueryBuilder<'_, $Db>) -> Result<u64, StoreError> {
+                Ok(q.build()
+                    .execute(&mut *self.writer().await?)
+                    .await?
+                    .rows_affected())
+            }
+
+            /// The counters as `user_seq` holds them: `(seq, send_seq)`, (0, 0) for a new user.
+            pub(super) async fn stored_cursors(
+                &self,
+                user: &str,
+            ) -> Result<(i64, i64), StoreError> {
+                let mut q =
+                    QueryBuilder::<$Db>::new("SELECT seq, send_seq FROM user_seq WHERE user_id = ");
+                q.push_bind(user);
+                let row = q.build().fetch_optional(&self.pool).await?;
+                Ok(match row {
+                    Some(r) => (r.try_get(0)?, r.try_get(1)?),
+                    None => (0, 0),
+                })
+            }
+
             /// Deletes the messages sent before `before_ms`, oldest first, a chunk per statement
             /// so that writers are never blocked for long.
             pub(super) async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
@@ -217,11 +240,7 @@ macro_rules! sql_store {
                         .push(" ORDER BY id LIMIT ")
                         .push_bind(PRUNE_CHUNK)
                         .push(")");
-                    let n = q
-                        .build()
-                        .execute(&mut *self.writer().await?)
-                        .await?
-                        .rows_affected();
+                    let n = self.write(q).await?;
                     total += n;
                     if n < PRUNE_CHUNK as u64 {
                         return Ok(total);
@@ -344,11 +363,7 @@ macro_rules! sql_store {
                 q.push_bind(group_id)
                     .push(" AND user_id = ")
                     .push_bind(user);
-                Ok(q.build()
-                    .execute(&mut *self.writer().await?)
-                    .await?
-                    .rows_affected()
-                    > 0)
+                Ok(self.write(q).await? > 0)
             }
 
             async fn set_role_impl(
@@ -363,11 +378,7 @@ macro_rules! sql_store {
                     .push_bind(group_id)
                     .push(" AND user_id = ")
                     .push_bind(user);
-                Ok(q.build()
-                    .execute(&mut *self.writer().await?)
-                    .await?
-                    .rows_affected()
-                    > 0)
+                Ok(self.write(q).await? > 0)
             }
 
             async fn rename_group_impl(
@@ -379,11 +390,7 @@ macro_rules! sql_store {
                 q.push_bind(name)
                     .push(" WHERE group_id = ")
                     .push_bind(group_id);
-                Ok(q.build()
-                    .execute(&mut *self.writer().await?)
-                    .await?
-                    .rows_affected()
-                    > 0)
+                Ok(self.write(q).await? > 0)
             }
 
             async fn dissolve_group_impl(&self, group_id: &str) -> Result<bool, StoreError> {
@@ -635,14 +642,7 @@ impl PostgresStore {
     }
 
     async fn cursors_impl(&self, user: &str) -> Result<(i64, i64), StoreError> {
-        let mut q =
-            QueryBuilder::<Postgres>::new("SELECT seq, send_seq FROM user_seq WHERE user_id = ");
-        q.push_bind(user);
-        let row = q.build().fetch_optional(&self.pool).await?;
-        Ok(match row {
-            Some(r) => (r.try_get(0)?, r.try_get(1)?),
-            None => (0, 0),
-        })
+        self.stored_cursors(user).await
     }
 
     async fn prune_impl(&self, before_ms: i64) -> Result<u64, StoreError> {

@@ -97,12 +97,25 @@ struct Hot {
 struct Tail {
     /// The id the next stored message gets.
     next_id: i64,
-    /// Rows in the log.
-    rows: i64,
+    /// The last id moved to `natter.db`: the log holds the ids after it.
+    moved_upto: i64,
     /// `(send_id, local_id)` → id, for the log's rows.
     keys: HashMap<(String, String), i64>,
     /// The counters of every user (or group) with a row in the log.
     counters: HashMap<String, Counter>,
+}
+
+impl Tail {
+    /// Rows in the log (ids are consecutive and only committed ones are handed out).
+    fn rows(&self) -> i64 {
+        self.next_id - 1 - self.moved_upto
+    }
+}
+
+impl Hot {
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -178,23 +191,17 @@ impl SqliteStore {
             }),
         };
         // Recovery: the log's rows move now, so the tail starts empty.
-        let last = {
-            let mut log = store.hot.log.lock().await;
-            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM message_log")
-                .fetch_one(&mut *log)
-                .await?;
-            drop(log);
-            let archived: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages")
-                .fetch_one(&store.pool)
-                .await?;
-            last.max(archived)
-        };
-        store
-            .hot
-            .tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next_id = last + 1;
+        let logged: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM message_log")
+            .fetch_one(&mut *store.hot.log.lock().await)
+            .await?;
+        let archived: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages")
+            .fetch_one(&store.pool)
+            .await?;
+        {
+            let mut tail = store.tail();
+            tail.next_id = logged.max(archived) + 1;
+            tail.moved_upto = archived;
+        }
         compact(&store.hot, &store.writer).await?;
         tokio::spawn(compactor(
             Arc::downgrade(&store.hot),
@@ -209,7 +216,7 @@ impl SqliteStore {
     }
 
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
-        self.hot.tail.lock().unwrap_or_else(|e| e.into_inner())
+        self.hot.tail()
     }
 
     pub(super) async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
@@ -334,8 +341,7 @@ impl SqliteStore {
             }
         }
         tail.next_id = first_id + numbered.len() as i64;
-        tail.rows += numbered.len() as i64;
-        if tail.rows >= COMPACT_ROWS {
+        if tail.rows() >= COMPACT_ROWS {
             self.hot.wake.notify_one();
         }
         Ok(outcomes)
@@ -408,12 +414,7 @@ impl SqliteStore {
         if let Some(c) = self.tail().counters.get(user) {
             return Ok((c.seq, c.send_seq));
         }
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT seq, send_seq FROM user_seq WHERE user_id = ?")
-                .bind(user)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.unwrap_or((0, 0)))
+        self.stored_cursors(user).await
     }
 
     pub(super) async fn prune_impl(&self, before_ms: i64) -> Result<u64, StoreError> {
@@ -456,7 +457,7 @@ async fn lock(dir: &str) -> Result<File, StoreError> {
 /// Moves every committed row of the log into `natter.db`: rows and counters in one transaction
 /// there, then the rows leave the log and the tail forgets them.
 async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), StoreError> {
-    let upto = hot.tail.lock().unwrap_or_else(|e| e.into_inner()).next_id - 1;
+    let upto = hot.tail().next_id - 1;
     let mut archive = writer.lock().await;
     let mut tx = sqlx::Connection::begin(&mut *archive).await?;
     let from: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM main.messages")
@@ -494,10 +495,10 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
         .bind(upto)
         .execute(&mut *log)
         .await?;
-    let mut tail = hot.tail.lock().unwrap_or_else(|e| e.into_inner());
+    let mut tail = hot.tail();
     tail.keys.retain(|_, id| *id > upto);
     tail.counters.retain(|_, c| c.last_id > upto);
-    tail.rows = tail.next_id - 1 - upto;
+    tail.moved_upto = upto;
     drop(tail);
     drop(log);
     if moved > 0 {
@@ -517,7 +518,7 @@ async fn compactor(hot: Weak<Hot>, writer: Weak<Mutex<SqliteConnection>>, wake: 
         let (Some(hot), Some(writer)) = (hot.upgrade(), writer.upgrade()) else {
             return;
         };
-        if hot.tail.lock().unwrap_or_else(|e| e.into_inner()).rows == 0 {
+        if hot.tail().rows() == 0 {
             continue;
         }
         if let Err(e) = compact(&hot, &writer).await {
