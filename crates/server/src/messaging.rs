@@ -23,7 +23,7 @@ use crate::{
     ids,
     metrics::{DropReason, Metrics},
     outbox::{Cursor, Frame},
-    sequencer::Sequencer,
+    sequencer::{Sequencer, Stopped},
 };
 
 /// The authenticated origin of a message: who sent it, from which connection.
@@ -69,14 +69,21 @@ impl Messaging {
         }
     }
 
-    /// Stores and delivers a group notification (no connection gets an ack for it).
+    /// Stores and delivers a group notification (no connection gets an ack for it). Returns once
+    /// it is stored and queued to this node's online devices of the audience, so a device that
+    /// connects after an API call returns never receives that call's notice live.
     pub async fn notify(&self, notice: Notice) {
         let Notice { mut msg, audience } = notice;
         stamp(&mut msg);
-        if let Some(sequencer) = &self.sequencer
-            && sequencer.submit(msg, 0, Some(audience)).await.is_err()
-        {
-            tracing::warn!("group notification dropped: the server is shutting down");
+        let Some(sequencer) = &self.sequencer else {
+            return;
+        };
+        match sequencer.submit_and_wait(msg, audience).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "group notification could not be stored"),
+            Err(Stopped) => {
+                tracing::warn!("group notification dropped: the server is shutting down")
+            }
         }
     }
 

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use natter_protocol::{ErrorReason, Msg};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     groups::Audience,
@@ -25,13 +25,21 @@ use crate::{
 #[derive(Debug)]
 struct Submission {
     msg: Msg,
+    target: Target,
+}
+
+/// Where a submission's outcome goes: the sending connection's ack (`conn`), the group
+/// audience of a group message, and `done` for a submitter that waits for the outcome.
+#[derive(Debug)]
+struct Target {
     conn: ConnId,
     audience: Option<Audience>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 struct Committed {
     msgs: Vec<Msg>,
-    targets: Vec<(ConnId, Option<Audience>)>,
+    targets: Vec<Target>,
     result: Result<Vec<Appended>, StoreError>,
 }
 
@@ -63,14 +71,35 @@ impl Sequencer {
         conn: ConnId,
         audience: Option<Audience>,
     ) -> Result<(), Stopped> {
+        let target = Target {
+            conn,
+            audience,
+            done: None,
+        };
         self.queue
-            .send(Submission {
-                msg,
-                conn,
-                audience,
-            })
+            .send(Submission { msg, target })
             .await
             .map_err(|_| Stopped)
+    }
+
+    /// Queues a stamped message that no connection is waiting for (a group notice) and waits
+    /// until it is stored and handed to the local devices of `audience`.
+    pub async fn submit_and_wait(
+        &self,
+        msg: Msg,
+        audience: Audience,
+    ) -> Result<Result<(), String>, Stopped> {
+        let (done, outcome) = oneshot::channel();
+        let target = Target {
+            conn: 0,
+            audience: Some(audience),
+            done: Some(done),
+        };
+        self.queue
+            .send(Submission { msg, target })
+            .await
+            .map_err(|_| Stopped)?;
+        outcome.await.map_err(|_| Stopped)
     }
 }
 
@@ -82,10 +111,8 @@ async fn commit_loop(
 ) {
     let mut batch = Vec::with_capacity(batch_max);
     while submissions.recv_many(&mut batch, batch_max).await > 0 {
-        let (msgs, targets): (Vec<Msg>, Vec<(ConnId, Option<Audience>)>) = batch
-            .drain(..)
-            .map(|s| (s.msg, (s.conn, s.audience)))
-            .unzip();
+        let (msgs, targets): (Vec<Msg>, Vec<Target>) =
+            batch.drain(..).map(|s| (s.msg, s.target)).unzip();
         let started = std::time::Instant::now();
         let result = store.append(&msgs).await;
         tracing::trace!(messages = msgs.len(), took = ?started.elapsed(), "batch committed");
@@ -112,16 +139,19 @@ async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<De
     {
         match result {
             Ok(outcomes) => {
-                for ((mut msg, (conn, audience)), outcome) in
-                    msgs.into_iter().zip(targets).zip(outcomes)
-                {
+                for ((mut msg, target), outcome) in msgs.into_iter().zip(targets).zip(outcomes) {
                     match outcome {
                         Appended::New { seq, send_seq } => {
                             msg.seq = seq;
                             msg.send_seq = send_seq;
-                            delivery.deliver(msg, conn, audience);
+                            delivery.deliver(msg, target.conn, target.audience);
                         }
-                        Appended::Duplicate(original) => delivery.ack_duplicate(original, conn),
+                        Appended::Duplicate(original) => {
+                            delivery.ack_duplicate(original, target.conn)
+                        }
+                    }
+                    if let Some(done) = target.done {
+                        let _ = done.send(Ok(()));
                     }
                 }
             }
@@ -131,8 +161,13 @@ async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<De
                     reason: ErrorReason::StoreUnavailable,
                     detail: "the message could not be stored; send it again".into(),
                 };
-                for (msg, (conn, _)) in msgs.iter().zip(targets) {
-                    delivery.refuse(&msg.send_id, conn, &msg.local_id, &refusal);
+                for (msg, target) in msgs.iter().zip(targets) {
+                    match target.done {
+                        Some(done) => {
+                            let _ = done.send(Err(e.to_string()));
+                        }
+                        None => delivery.refuse(&msg.send_id, target.conn, &msg.local_id, &refusal),
+                    }
                 }
             }
         }

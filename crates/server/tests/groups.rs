@@ -147,6 +147,14 @@ async fn membership_rules_are_enforced(backend: Backend) {
             .0,
         204
     );
+    // The call returns once its notice is stored: the group's history already ends with it.
+    let history = format!("{path}/messages?after_seq=0");
+    let (_, body) = api(&server, "GET", &history, "m1", None).await;
+    let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["msg_type"].as_i64(), last["send_id"].as_str()),
+        (Some(4), Some("m2"))
+    );
     assert_eq!(
         api(
             &server,
