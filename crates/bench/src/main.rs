@@ -104,6 +104,10 @@ enum Scenario {
         /// Measured seconds (after one second of warm-up).
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// `local_id`s that look like random UUIDs (as many apps make them) instead of
+        /// `<run>-<counter>`.
+        #[arg(long)]
+        random_ids: bool,
     },
 }
 
@@ -149,7 +153,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             slow,
             size,
             duration,
+            random_ids,
         } => {
+            RANDOM_IDS.store(random_ids, std::sync::atomic::Ordering::Relaxed);
             let cfg = PairsConfig {
                 pairs,
                 window: window.max(1),
@@ -394,10 +400,24 @@ fn run_tag() -> &'static str {
     })
 }
 
+/// Set by `pairs --random-ids`.
+static RANDOM_IDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn message(to: &str, seq: u64, at_micros: u64, content: &str) -> Message {
     let tag = run_tag();
+    let local_id = if RANDOM_IDS.load(std::sync::atomic::Ordering::Relaxed) {
+        // Unique per sender (the first half is a bijection of the sequence number) and scattered.
+        let mixed = |x: u64| {
+            let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        };
+        format!("{:016x}{:016x}", mixed(seq), mixed(at_micros))
+    } else {
+        format!("{tag}-{seq}")
+    };
     Message::text(format!(
-        r#"{{"receiver_id":"{to}","local_id":"{tag}-{seq}","create_time":{at_micros},"content":"{content}"}}"#
+        r#"{{"receiver_id":"{to}","local_id":"{local_id}","create_time":{at_micros},"content":"{content}"}}"#
     ))
 }
 

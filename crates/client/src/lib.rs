@@ -157,11 +157,18 @@ impl Client {
         self.send_msg(msg).await
     }
 
-    /// Sends a message as given; a `local_id` is filled in if empty. Returns the ack.
+    /// Sends a message as given; `local_id` and `create_time` (now, in Unix ms) are filled in if
+    /// empty. Returns the ack. A resend after a reconnection repeats both, which is how the
+    /// server recognises it.
     pub async fn send_msg(&mut self, mut msg: Msg) -> Result<Msg, Error> {
         if msg.local_id.is_empty() {
             self.next_local += 1;
             msg.local_id = format!("{}-{}", self.tag, self.next_local);
+        }
+        if msg.create_time == 0 {
+            msg.create_time = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
         }
         let (tx, rx) = oneshot::channel();
         self.commands

@@ -161,3 +161,63 @@ async fn a_second_store_on_the_same_directory_waits_for_the_first() {
     assert_eq!(second.cursors("b").await.unwrap(), (1, 0));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A resend is the same `(send_id, create_time, local_id)`. A message created after everything
+/// its sender has stored skips the lookup; an older one (a resend, or a device with a slow
+/// clock) is looked up in whichever file holds the sender's messages, also after a restart.
+#[tokio::test]
+async fn resends_are_recognised_by_create_time_and_local_id_in_either_file() {
+    let dir = common::temp_dir("sqlite-created");
+    let path = dir.to_string_lossy().into_owned();
+    let at = |n: u32, local_id: &str, create_time: i64| Msg {
+        create_time,
+        ..msg(n, "a", "b", local_id)
+    };
+    let store = SqliteStore::open(&path).await.unwrap();
+    let first = [at(1, "x1", 100), at(2, "x2", 200)];
+    assert_eq!(
+        seqs(&store.append(&first).await.unwrap()),
+        [(1, true), (2, true)]
+    );
+    assert_eq!(store.prune(0).await.unwrap(), 0, "x1, x2 move to natter.db");
+    assert_eq!(
+        seqs(&store.append(&[at(3, "x3", 300)]).await.unwrap()),
+        [(3, true)]
+    );
+    assert_eq!(
+        seqs(&store.append(&[at(4, "x1", 100)]).await.unwrap()),
+        [(1, false)],
+        "a resend of a moved message, created before the sender's newest"
+    );
+    assert_eq!(
+        seqs(
+            &store
+                .append(&[at(5, "y", 150), at(6, "x2", 201)])
+                .await
+                .unwrap()
+        ),
+        [(4, true), (5, true)],
+        "an older new message is stored; the same local_id created at another time is another message"
+    );
+
+    drop(store);
+    let store = SqliteStore::open(&path).await.unwrap();
+    let again = [
+        at(7, "x3", 300),
+        at(8, "y", 150),
+        at(9, "z", 50),
+        at(10, "x2", 201),
+    ];
+    assert_eq!(
+        seqs(&store.append(&again).await.unwrap()),
+        [(3, false), (4, false), (6, true), (5, false)],
+        "after a restart the sender's newest create_time comes from natter.db"
+    );
+    let contents: Vec<String> = inbox(&store, "b", 0)
+        .await
+        .into_iter()
+        .map(|m| m.1)
+        .collect();
+    assert_eq!(contents, ["m1", "m2", "m3", "m5", "m6", "m9"]);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -2,8 +2,8 @@
 //! default) and PostgreSQL (for the cluster), over one schema.
 //!
 //! The write path is [`Store::append`]: one transaction for a whole batch (group commit). In it,
-//! the batch is checked against earlier messages with the same `(send_id, local_id)` (an
-//! idempotent resend returns the original), sequence numbers are allocated per user in one
+//! the batch is checked against earlier messages with the same `(send_id, create_time,
+//! local_id)` (an idempotent resend returns the original), sequence numbers are allocated per user in one
 //! upsert of the `user_seq` counters (a block per user, so concurrent writers on several nodes
 //! never hand out the same number and never skip one), the rows are inserted in one statement,
 //! and read receipts mark messages read.
@@ -246,13 +246,21 @@ fn seq_demand(batch: &[Msg], fresh: &[bool]) -> Vec<(String, i64, i64)> {
     out
 }
 
+/// What makes a message the same message when it is sent again: `(send_id, create_time,
+/// local_id)`, all three set by the sending client (a resend repeats the message as it was).
+/// Keeping `create_time` in the key orders a sender's keys by time, so the idempotency index
+/// grows at its end whatever the client's `local_id`s look like (random UUIDs included), and a
+/// message newer than everything its sender had stored needs no lookup at all.
+type Key = (String, i64, String);
+
+fn key(m: &Msg) -> Key {
+    (m.send_id.clone(), m.create_time, m.local_id.clone())
+}
+
 /// Which messages of a batch are new: not stored before (`stored` holds the originals found by
-/// `(send_id, local_id)`) and not a repeat of an earlier message of the same batch.
-fn classify(
-    batch: &[Msg],
-    stored: &HashMap<(String, String), Msg>,
-) -> (Vec<bool>, Vec<Option<usize>>) {
-    let mut first_in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+/// [`Key`]) and not a repeat of an earlier message of the same batch.
+fn classify(batch: &[Msg], stored: &HashMap<Key, Msg>) -> (Vec<bool>, Vec<Option<usize>>) {
+    let mut first_in_batch: HashMap<(&str, i64, &str), usize> = HashMap::new();
     let mut fresh = Vec::with_capacity(batch.len());
     // For a repeat within the batch: the index of the first occurrence.
     let mut repeat_of = Vec::with_capacity(batch.len());
@@ -262,12 +270,12 @@ fn classify(
             repeat_of.push(None);
             continue;
         }
-        if stored.contains_key(&(m.send_id.clone(), m.local_id.clone())) {
+        if stored.contains_key(&key(m)) {
             fresh.push(false);
             repeat_of.push(None);
             continue;
         }
-        match first_in_batch.entry((&m.send_id, &m.local_id)) {
+        match first_in_batch.entry((&m.send_id, m.create_time, &m.local_id)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 fresh.push(false);
                 repeat_of.push(Some(*e.get()));
@@ -289,7 +297,7 @@ fn number(
     batch: &[Msg],
     fresh: &[bool],
     repeat_of: &[Option<usize>],
-    stored: &HashMap<(String, String), Msg>,
+    stored: &HashMap<Key, Msg>,
     next: &mut HashMap<String, (i64, i64)>,
 ) -> (Vec<Msg>, Vec<Appended>) {
     let mut numbered: Vec<Msg> = Vec::with_capacity(batch.len());
@@ -321,10 +329,7 @@ fn number(
             };
             outcomes.push(Appended::Duplicate(original));
         } else {
-            let original = stored
-                .get(&(m.send_id.clone(), m.local_id.clone()))
-                .cloned()
-                .unwrap_or_else(|| m.clone());
+            let original = stored.get(&key(m)).cloned().unwrap_or_else(|| m.clone());
             outcomes.push(Appended::Duplicate(original));
         }
     }

@@ -13,8 +13,8 @@ use sqlx::{
 };
 
 use super::{
-    Appended, Group, Member, MyGroup, Role, SqliteStore, Store, StoreError, Stream, classify,
-    migrator, number, seq_demand,
+    Appended, Group, Key, Member, MyGroup, Role, SqliteStore, Store, StoreError, Stream, classify,
+    key, migrator, number, seq_demand,
 };
 
 pub(super) const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
@@ -44,6 +44,11 @@ pub(super) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "groups",
         include_str!("../../migrations/sqlite/0002_groups.sql"),
     ),
+    (
+        3,
+        "dedup_by_create_time",
+        include_str!("../../migrations/sqlite/0003_dedup_by_create_time.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -60,6 +65,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "user_seq_hot",
         include_str!("../../migrations/postgres/0003_user_seq_hot.sql"),
+    ),
+    (
+        4,
+        "dedup_by_create_time",
+        include_str!("../../migrations/postgres/0004_dedup_by_create_time.sql"),
     ),
 ];
 
@@ -118,7 +128,7 @@ macro_rules! sql_store {
             pub(super) async fn find_originals(
                 conn: &mut <$Db as sqlx::Database>::Connection,
                 keyed: &[&Msg],
-            ) -> Result<HashMap<(String, String), Msg>, StoreError> {
+            ) -> Result<HashMap<Key, Msg>, StoreError> {
                 let mut stored = HashMap::new();
                 for keyed in keyed.chunks(CHUNK) {
                     // A join from the constant rows, not `(send_id, local_id) IN (VALUES ...)`:
@@ -127,15 +137,17 @@ macro_rules! sql_store {
                     q.push(MSG_COLUMNS).push(" FROM (");
                     q.push_values(keyed, |mut b, m| {
                         b.push_bind(m.send_id.as_str())
+                            .push_bind(m.create_time)
                             .push_bind(m.local_id.as_str());
                     });
                     q.push(
                         ") AS k JOIN messages m ON m.send_id = k.column1 \
-                         AND m.local_id = k.column2 WHERE m.local_id <> ''",
+                         AND m.create_time = k.column2 AND m.local_id = k.column3 \
+                         WHERE m.local_id <> ''",
                     );
                     for row in q.build().fetch_all(&mut *conn).await? {
                         let m = Self::row_to_msg(&row)?;
-                        stored.insert((m.send_id.clone(), m.local_id.clone()), m);
+                        stored.insert(key(&m), m);
                     }
                 }
                 Ok(stored)

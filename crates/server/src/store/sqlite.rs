@@ -48,7 +48,7 @@ use sqlx::{
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use super::{
-    Appended, StoreError, Stream, classify, migrator, number,
+    Appended, Key, StoreError, Stream, classify, key, migrator, number,
     sql::{CHUNK, COLUMNS, SQLITE_MIGRATIONS},
 };
 
@@ -99,8 +99,8 @@ struct Tail {
     next_id: i64,
     /// The last id moved to `natter.db`: the log holds the ids after it.
     moved_upto: i64,
-    /// `(send_id, local_id)` → id, for the log's rows.
-    keys: HashMap<(String, String), i64>,
+    /// [`Key`] → id, for the log's rows.
+    keys: HashMap<Key, i64>,
     /// The counters of every user (or group) with a row in the log.
     counters: HashMap<String, Counter>,
 }
@@ -118,12 +118,25 @@ impl Hot {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// A user's (or group's) counters.
+#[derive(Debug, Clone, Copy)]
 struct Counter {
     seq: i64,
     send_seq: i64,
+    /// The greatest `create_time` of the user's stored messages with a `local_id` (-1: none).
+    created_upto: i64,
     /// The id of the user's last row in the log.
     last_id: i64,
+}
+
+impl Counter {
+    /// A user with nothing stored.
+    const NONE: Counter = Counter {
+        seq: 0,
+        send_seq: 0,
+        created_upto: -1,
+        last_id: 0,
+    };
 }
 
 fn options(file: &Path, cache_kib: u32) -> Result<SqliteConnectOptions, sqlx::Error> {
@@ -222,24 +235,65 @@ impl SqliteStore {
     pub(super) async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
         let mut log = self.hot.log.clone().lock_owned().await;
 
-        // 1. Resends: originals in the log (by id, from memory) or in natter.db (by index).
-        let keyed: Vec<&Msg> = batch.iter().filter(|m| !m.local_id.is_empty()).collect();
-        let (in_log, archived): (Vec<i64>, Vec<&Msg>) = {
+        // 1. The counters of the batch's users that have no row in the log, from `user_seq`
+        //    (the tail has the others).
+        let missing: Vec<&str> = {
+            let tail = self.tail();
+            let mut seen = std::collections::HashSet::new();
+            batch
+                .iter()
+                .flat_map(|m| [m.receiver_id.as_str(), m.send_id.as_str()])
+                .filter(|user| !tail.counters.contains_key(*user) && seen.insert(*user))
+                .collect()
+        };
+        let mut archived: HashMap<String, Counter> = HashMap::with_capacity(missing.len());
+        for chunk in missing.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT user_id, seq, send_seq, created_upto FROM archive.user_seq \
+                 WHERE user_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for user in chunk {
+                list.push_bind(*user);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *log).await? {
+                let counter = Counter {
+                    seq: row.try_get(1)?,
+                    send_seq: row.try_get(2)?,
+                    created_upto: row.try_get(3)?,
+                    last_id: 0,
+                };
+                archived.insert(row.try_get(0)?, counter);
+            }
+        }
+        let counter = |tail: &Tail, user: &str| {
+            tail.counters
+                .get(user)
+                .or_else(|| archived.get(user))
+                .copied()
+                .unwrap_or(Counter::NONE)
+        };
+
+        // 2. Resends: originals in the log (by id, from memory) or in natter.db (by index). A
+        //    message created after every stored one of its sender is new without a lookup.
+        let (in_log, lookups): (Vec<i64>, Vec<&Msg>) = {
             let tail = self.tail();
             let mut in_log = Vec::new();
-            let mut archived = Vec::new();
-            for m in &keyed {
-                match tail.keys.get(&(m.send_id.clone(), m.local_id.clone())) {
-                    Some(id) => in_log.push(*id),
-                    None => archived.push(*m),
+            let mut lookups = Vec::new();
+            for m in batch.iter().filter(|m| !m.local_id.is_empty()) {
+                if let Some(id) = tail.keys.get(&key(m)) {
+                    in_log.push(*id);
+                } else if m.create_time <= counter(&tail, &m.send_id).created_upto {
+                    lookups.push(m);
                 }
             }
-            (in_log, archived)
+            (in_log, lookups)
         };
-        let mut stored = if archived.is_empty() {
+        let mut stored = if lookups.is_empty() {
             HashMap::new()
         } else {
-            Self::find_originals(&mut log, &archived).await?
+            Self::find_originals(&mut log, &lookups).await?
         };
         for ids in in_log.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(format!(
@@ -252,14 +306,13 @@ impl SqliteStore {
             q.push(")");
             for row in q.build().fetch_all(&mut *log).await? {
                 let m = Self::row_to_msg(&row)?;
-                stored.insert((m.send_id.clone(), m.local_id.clone()), m);
+                stored.insert(key(&m), m);
             }
         }
         let (fresh, repeat_of) = classify(batch, &stored);
 
-        // 2. Sequence numbers, from memory; users without rows in the log from `user_seq`.
+        // 3. Sequence numbers.
         let mut next: HashMap<String, (i64, i64)> = HashMap::new();
-        let mut missing: Vec<&str> = Vec::new();
         {
             let tail = self.tail();
             for m in batch
@@ -269,34 +322,11 @@ impl SqliteStore {
                 .map(|(m, _)| m)
             {
                 for user in [&m.receiver_id, &m.send_id] {
-                    if next.contains_key(user) {
-                        continue;
-                    }
-                    match tail.counters.get(user) {
-                        Some(c) => {
-                            next.insert(user.clone(), (c.seq + 1, c.send_seq + 1));
-                        }
-                        None => {
-                            next.insert(user.clone(), (1, 1));
-                            missing.push(user);
-                        }
+                    if !next.contains_key(user) {
+                        let c = counter(&tail, user);
+                        next.insert(user.clone(), (c.seq + 1, c.send_seq + 1));
                     }
                 }
-            }
-        }
-        for chunk in missing.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT user_id, seq, send_seq FROM archive.user_seq WHERE user_id IN (",
-            );
-            let mut list = q.separated(", ");
-            for user in chunk {
-                list.push_bind(*user);
-            }
-            q.push(")");
-            for row in q.build().fetch_all(&mut *log).await? {
-                let user: String = row.try_get(0)?;
-                let (seq, send_seq): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
-                next.insert(user, (seq + 1, send_seq + 1));
             }
         }
         let (numbered, outcomes) = number(batch, &fresh, &repeat_of, &stored, &mut next);
@@ -304,7 +334,7 @@ impl SqliteStore {
             return Ok(outcomes);
         }
 
-        // 3. The rows and the read marks, in one transaction on the log.
+        // 4. The rows and the read marks, in one transaction on the log.
         let first_id = self.tail().next_id;
         let mut tx = sqlx::Connection::begin(&mut *log).await?;
         Self::insert_messages(&mut tx, "message_log", Some(first_id), &numbered).await?;
@@ -321,23 +351,32 @@ impl SqliteStore {
         }
         tx.commit().await?;
 
-        // 4. The tail learns what the log now holds (the log connection is still held).
+        // 5. The tail learns what the log now holds (the log connection is still held). `next`
+        //    holds the next free numbers of every user the batch numbered.
         let mut tail = self.tail();
+        for (user, (seq, send_seq)) in next {
+            let c = counter(&tail, &user);
+            tail.counters.insert(
+                user,
+                Counter {
+                    seq: seq - 1,
+                    send_seq: send_seq - 1,
+                    ..c
+                },
+            );
+        }
         for (i, m) in numbered.iter().enumerate() {
             let id = first_id + i as i64;
             if !m.local_id.is_empty() {
-                tail.keys
-                    .insert((m.send_id.clone(), m.local_id.clone()), id);
+                tail.keys.insert(key(m), id);
             }
             for user in [&m.receiver_id, &m.send_id] {
-                tail.counters.entry(user.clone()).or_default().last_id = id;
-            }
-        }
-        // `next` holds the next free numbers of every user the batch touched.
-        for (user, (seq, send_seq)) in next {
-            if let Some(c) = tail.counters.get_mut(&user) {
-                c.seq = seq - 1;
-                c.send_seq = send_seq - 1;
+                if let Some(c) = tail.counters.get_mut(user) {
+                    c.last_id = id;
+                    if user == &m.send_id && !m.local_id.is_empty() {
+                        c.created_upto = c.created_upto.max(m.create_time);
+                    }
+                }
             }
         }
         tail.next_id = first_id + numbered.len() as i64;
@@ -473,19 +512,29 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
     .await?
     .rows_affected();
     if moved > 0 {
-        for (who, counter) in [("receiver_id", "seq"), ("send_id", "send_seq")] {
-            sqlx::query(&format!(
-                "INSERT INTO main.user_seq (user_id, {counter}) \
-                 SELECT {who}, MAX({counter}) FROM hot.message_log \
-                 WHERE id > ?1 AND id <= ?2 GROUP BY {who} \
-                 ON CONFLICT (user_id) DO UPDATE \
-                 SET {counter} = MAX(user_seq.{counter}, excluded.{counter})"
-            ))
-            .bind(from)
-            .bind(upto)
-            .execute(&mut *tx)
-            .await?;
-        }
+        sqlx::query(
+            "INSERT INTO main.user_seq (user_id, seq) \
+             SELECT receiver_id, MAX(seq) FROM hot.message_log \
+             WHERE id > ?1 AND id <= ?2 GROUP BY receiver_id \
+             ON CONFLICT (user_id) DO UPDATE SET seq = MAX(user_seq.seq, excluded.seq)",
+        )
+        .bind(from)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO main.user_seq (user_id, send_seq, created_upto) \
+             SELECT send_id, MAX(send_seq), \
+                    COALESCE(MAX(CASE WHEN local_id <> '' THEN create_time END), -1) \
+             FROM hot.message_log WHERE id > ?1 AND id <= ?2 GROUP BY send_id \
+             ON CONFLICT (user_id) DO UPDATE SET \
+                 send_seq = MAX(user_seq.send_seq, excluded.send_seq), \
+                 created_upto = MAX(user_seq.created_upto, excluded.created_upto)",
+        )
+        .bind(from)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     drop(archive);
