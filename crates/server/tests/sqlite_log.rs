@@ -221,3 +221,47 @@ async fn resends_are_recognised_by_create_time_and_local_id_in_either_file() {
     assert_eq!(contents, ["m1", "m2", "m3", "m5", "m6", "m9"]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A move of more rows than one delete statement takes (the log is emptied in slices, so an
+/// append never waits for all of it) leaves the log empty and every message readable once.
+#[tokio::test]
+async fn a_large_move_empties_the_log_slice_by_slice() {
+    let dir = common::temp_dir("sqlite-slices");
+    let path = dir.to_string_lossy().into_owned();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let total = 3000u32;
+    for start in (1..=total).step_by(500) {
+        let batch: Vec<Msg> = (start..start + 500)
+            .map(|n| msg(n, "a", "b", &format!("l{n}")))
+            .collect();
+        store.append(&batch).await.unwrap();
+    }
+    assert_eq!(store.prune(0).await.unwrap(), 0);
+
+    let log = dir.join("natter-log.db").to_string_lossy().into_owned();
+    let mut conn =
+        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{log}"))
+            .await
+            .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM message_log")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "every moved row left the log");
+
+    let mut inbox_seqs = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.after("b", Stream::Inbox, after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        inbox_seqs.extend(page.iter().map(|m| m.seq));
+    }
+    assert_eq!(inbox_seqs, (1..=i64::from(total)).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&store.append(&[msg(9999, "a", "b", "l1")]).await.unwrap()),
+        [(1, false)],
+        "a resend of a moved message is still recognised"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -22,7 +22,11 @@
 //!   for every other user `user_seq` in `natter.db` is current. A move updates `user_seq` in the
 //!   same transaction as the rows it moves.
 //! - [`Tail`] changes only while the log connection is held: after an append commits, and after
-//!   a move has committed in `natter.db` and the moved rows are gone from the log.
+//!   a move has committed in `natter.db`. The moved rows then leave the log in slices of
+//!   [`DELETE_SLICE`], so an append never waits for the whole deletion.
+//! - A resend is looked up only if its `create_time` is at or below its sender's
+//!   `created_upto` (tail, else `user_seq`), which a move raises in the same transaction as
+//!   the rows it moves.
 //! - A reader reads the log before `natter.db`: a row missing from the log by then was moved
 //!   before, so `natter.db` has it; a row seen in both is taken once.
 //! - Read receipts are read marks (reader, peer, up to server_id) in the hot file; `is_read` is
@@ -63,6 +67,9 @@ const COMPACT_ROWS: i64 = 8192;
 
 /// The compactor's tick: rows wait at most about this long in the log.
 const COMPACT_EVERY: Duration = Duration::from_millis(250);
+
+/// Rows deleted from the log per statement after a move.
+const DELETE_SLICE: i64 = 1024;
 
 /// How long `open` waits for another process (or a store being dropped) to let go of the files.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -496,6 +503,7 @@ async fn lock(dir: &str) -> Result<File, StoreError> {
 /// Moves every committed row of the log into `natter.db`: rows and counters in one transaction
 /// there, then the rows leave the log and the tail forgets them.
 async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), StoreError> {
+    let started = Instant::now();
     let upto = hot.tail().next_id - 1;
     let mut archive = writer.lock().await;
     let mut tx = sqlx::Connection::begin(&mut *archive).await?;
@@ -539,19 +547,39 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
     tx.commit().await?;
     drop(archive);
 
-    let mut log = hot.log.lock().await;
-    sqlx::query("DELETE FROM message_log WHERE id <= ?")
+    // natter.db has the rows and their counters: the tail forgets them at once (under the log
+    // connection, so no append sees half of it).
+    {
+        let _log = hot.log.lock().await;
+        let mut tail = hot.tail();
+        tail.keys.retain(|_, id| *id > upto);
+        tail.counters.retain(|_, c| c.last_id > upto);
+        tail.moved_upto = upto;
+    }
+    // Then the rows leave the log a slice at a time, so an append waits for one slice at most
+    // (deleting thousands of rows at once held it up for ~20 ms). A row still in the log after
+    // its move is only read twice and taken once.
+    let mut log_held = Duration::ZERO;
+    loop {
+        let mut log = hot.log.lock().await;
+        let locked = Instant::now();
+        let deleted = sqlx::query(
+            "DELETE FROM message_log WHERE id IN \
+             (SELECT id FROM message_log WHERE id <= ? ORDER BY id LIMIT ?)",
+        )
         .bind(upto)
+        .bind(DELETE_SLICE)
         .execute(&mut *log)
-        .await?;
-    let mut tail = hot.tail();
-    tail.keys.retain(|_, id| *id > upto);
-    tail.counters.retain(|_, c| c.last_id > upto);
-    tail.moved_upto = upto;
-    drop(tail);
-    drop(log);
+        .await?
+        .rows_affected();
+        drop(log);
+        log_held = log_held.max(locked.elapsed());
+        if deleted < DELETE_SLICE as u64 {
+            break;
+        }
+    }
     if moved > 0 {
-        tracing::debug!(moved, upto, "log compacted");
+        tracing::debug!(moved, upto, took = ?started.elapsed(), ?log_held, "log compacted");
     }
     Ok(())
 }
