@@ -76,10 +76,7 @@ impl Sequencer {
             audience,
             done: None,
         };
-        self.queue
-            .send(Submission { msg, target })
-            .await
-            .map_err(|_| Stopped)
+        self.enqueue(msg, target).await
     }
 
     /// Queues a stamped message that no connection is waiting for (a group notice) and waits
@@ -95,11 +92,15 @@ impl Sequencer {
             audience: Some(audience),
             done: Some(done),
         };
+        self.enqueue(msg, target).await?;
+        outcome.await.map_err(|_| Stopped)
+    }
+
+    async fn enqueue(&self, msg: Msg, target: Target) -> Result<(), Stopped> {
         self.queue
             .send(Submission { msg, target })
             .await
-            .map_err(|_| Stopped)?;
-        outcome.await.map_err(|_| Stopped)
+            .map_err(|_| Stopped)
     }
 }
 

@@ -3,8 +3,8 @@
 //!
 //! The write path is [`Store::append`]: one transaction for a whole batch (group commit). In it,
 //! the batch is checked against earlier messages with the same `(send_id, create_time,
-//! local_id)` (an idempotent resend returns the original), sequence numbers are allocated per user in one
-//! upsert of the `user_seq` counters (a block per user, so concurrent writers on several nodes
+//! local_id)` (an idempotent resend returns the original), sequence numbers are allocated per
+//! user in one upsert of the `user_seq` counters (a block per user, so concurrent writers on several nodes
 //! never hand out the same number and never skip one), the rows are inserted in one statement,
 //! and read receipts mark messages read.
 //!
@@ -270,7 +270,7 @@ fn classify(batch: &[Msg], stored: &HashMap<Key, Msg>) -> (Vec<bool>, Vec<Option
             repeat_of.push(None);
             continue;
         }
-        if stored.contains_key(&key(m)) {
+        if !stored.is_empty() && stored.contains_key(&key(m)) {
             fresh.push(false);
             repeat_of.push(None);
             continue;

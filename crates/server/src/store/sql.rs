@@ -17,8 +17,8 @@ use super::{
     key, migrator, number, seq_demand,
 };
 
-pub(super) const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
-                       content_type, content, create_time, send_time, is_read";
+pub(super) const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, \
+                                  msg_type, content_type, content, create_time, send_time, is_read";
 
 /// The same columns, qualified by the alias `m`.
 const MSG_COLUMNS: &str = "m.server_id, m.send_id, m.receiver_id, m.local_id, m.seq, \
@@ -123,15 +123,14 @@ macro_rules! sql_store {
                 })
             }
 
-            /// The originals of messages stored before with the same `(send_id, local_id)` as
-            /// one of `keyed`.
+            /// The originals of messages stored before with the same [`Key`] as one of `keyed`.
             pub(super) async fn find_originals(
                 conn: &mut <$Db as sqlx::Database>::Connection,
                 keyed: &[&Msg],
             ) -> Result<HashMap<Key, Msg>, StoreError> {
                 let mut stored = HashMap::new();
                 for keyed in keyed.chunks(CHUNK) {
-                    // A join from the constant rows, not `(send_id, local_id) IN (VALUES ...)`:
+                    // A join from the constant rows, not `(...) IN (VALUES ...)`:
                     // SQLite scans the whole table for the latter, and looks up the index for this.
                     let mut q = QueryBuilder::<$Db>::new("SELECT ");
                     q.push(MSG_COLUMNS).push(" FROM (");
@@ -576,6 +575,7 @@ macro_rules! sql_store {
 }
 
 sql_store!(SqliteStore, Sqlite);
+
 /// The message path of PostgreSQL: every node of a cluster appends, so sequence numbers come
 /// from the `user_seq` upsert inside the transaction, which serialises allocation per user.
 impl PostgresStore {
@@ -583,7 +583,7 @@ impl PostgresStore {
         let mut writer = self.writer().await?;
         let mut tx = sqlx::Connection::begin(&mut *writer).await?;
 
-        // 1. Resends: the originals of (send_id, local_id) pairs stored before.
+        // 1. Resends: the originals of keys stored before.
         let keyed: Vec<&Msg> = batch.iter().filter(|m| !m.local_id.is_empty()).collect();
         let stored = Self::find_originals(&mut tx, &keyed).await?;
         let (fresh, repeat_of) = classify(batch, &stored);

@@ -282,17 +282,19 @@ impl SqliteStore {
                 .unwrap_or(Counter::NONE)
         };
 
-        // 2. Resends: originals in the log (by id, from memory) or in natter.db (by index). A
-        //    message created after every stored one of its sender is new without a lookup.
+        // 2. Resends. A message created after every stored one of its sender (log and natter.db)
+        //    is new without a lookup; the others are looked up in the log (by id, from memory)
+        //    or in natter.db (by index).
         let (in_log, lookups): (Vec<i64>, Vec<&Msg>) = {
             let tail = self.tail();
             let mut in_log = Vec::new();
             let mut lookups = Vec::new();
-            for m in batch.iter().filter(|m| !m.local_id.is_empty()) {
-                if let Some(id) = tail.keys.get(&key(m)) {
-                    in_log.push(*id);
-                } else if m.create_time <= counter(&tail, &m.send_id).created_upto {
-                    lookups.push(m);
+            for m in batch.iter().filter(|m| {
+                !m.local_id.is_empty() && m.create_time <= counter(&tail, &m.send_id).created_upto
+            }) {
+                match tail.keys.get(&key(m)) {
+                    Some(id) => in_log.push(*id),
+                    None => lookups.push(m),
                 }
             }
             (in_log, lookups)
@@ -377,12 +379,13 @@ impl SqliteStore {
             if !m.local_id.is_empty() {
                 tail.keys.insert(key(m), id);
             }
-            for user in [&m.receiver_id, &m.send_id] {
-                if let Some(c) = tail.counters.get_mut(user) {
-                    c.last_id = id;
-                    if user == &m.send_id && !m.local_id.is_empty() {
-                        c.created_upto = c.created_upto.max(m.create_time);
-                    }
+            if let Some(c) = tail.counters.get_mut(&m.receiver_id) {
+                c.last_id = id;
+            }
+            if let Some(c) = tail.counters.get_mut(&m.send_id) {
+                c.last_id = id;
+                if !m.local_id.is_empty() {
+                    c.created_upto = c.created_upto.max(m.create_time);
                 }
             }
         }
@@ -501,7 +504,7 @@ async fn lock(dir: &str) -> Result<File, StoreError> {
 }
 
 /// Moves every committed row of the log into `natter.db`: rows and counters in one transaction
-/// there, then the rows leave the log and the tail forgets them.
+/// there, then the tail forgets them and they leave the log, a slice at a time.
 async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), StoreError> {
     let started = Instant::now();
     let upto = hot.tail().next_id - 1;
