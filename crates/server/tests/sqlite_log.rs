@@ -1,5 +1,5 @@
 //! The SQLite store's two files (store/sqlite.rs): messages are committed to the log, and the
-//! compactor moves them into the indexed table. Every read, resend and counter must give the same
+//! compactor moves them into natter.db's chunks. Every read, resend and counter must give the same
 //! answer whichever file a message is in, and across a restart. `prune(0)` deletes nothing but
 //! compacts first, so it moves the log on demand.
 
@@ -222,46 +222,185 @@ async fn resends_are_recognised_by_create_time_and_local_id_in_either_file() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A move of more rows than one delete statement takes (the log is emptied in slices, so an
-/// append never waits for all of it) leaves the log empty and every message readable once.
+/// A connection of the test's own to one of the store's files.
+async fn file(dir: &std::path::Path, name: &str) -> sqlx::SqliteConnection {
+    let path = dir.join(name).to_string_lossy().into_owned();
+    <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap()
+}
+
+async fn count(conn: &mut sqlx::SqliteConnection, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+async fn stream(store: &SqliteStore, user: &str, s: Stream, after: i64, limit: u32) -> Vec<i64> {
+    store
+        .after(user, s, after, limit)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| match s {
+            Stream::Inbox => m.seq,
+            Stream::Sent => m.send_seq,
+        })
+        .collect()
+}
+
+/// Messages moved in several moves are in several chunks per stream: every page, from any
+/// cursor, is the same as if they were one list; retention deletes whole chunks, oldest first.
 #[tokio::test]
-async fn a_large_move_empties_the_log_slice_by_slice() {
-    let dir = common::temp_dir("sqlite-slices");
+async fn pages_cross_chunk_boundaries_and_retention_takes_whole_chunks() {
+    let dir = common::temp_dir("sqlite-chunks");
     let path = dir.to_string_lossy().into_owned();
     let store = SqliteStore::open(&path).await.unwrap();
-    let total = 3000u32;
-    for start in (1..=total).step_by(500) {
-        let batch: Vec<Msg> = (start..start + 500)
+    // Five moves of ten, then five in the log.
+    for start in (1..=55u32).step_by(5) {
+        let batch: Vec<Msg> = (start..start + 5)
             .map(|n| msg(n, "a", "b", &format!("l{n}")))
             .collect();
         store.append(&batch).await.unwrap();
+        if start % 10 == 6 && start < 50 {
+            assert_eq!(store.prune(0).await.unwrap(), 0);
+        }
     }
-    assert_eq!(store.prune(0).await.unwrap(), 0);
+    let mut log = file(&dir, "natter-log.db").await;
+    assert_eq!(count(&mut log, "log_batches").await, 1, "the last five");
+    let mut archive = file(&dir, "natter.db").await;
+    assert_eq!(count(&mut archive, "inbox_chunks").await, 5);
+    assert_eq!(count(&mut archive, "sent_chunks").await, 5);
 
-    let log = dir.join("natter-log.db").to_string_lossy().into_owned();
-    let mut conn =
-        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{log}"))
-            .await
-            .unwrap();
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM message_log")
-        .fetch_one(&mut conn)
+    for after in 0..=56 {
+        for limit in [1, 7, 100] {
+            let want: Vec<i64> = (after + 1..=55).take(limit as usize).collect();
+            assert_eq!(
+                stream(&store, "b", Stream::Inbox, after, limit).await,
+                want,
+                "inbox after {after}, limit {limit}"
+            );
+            assert_eq!(
+                stream(&store, "a", Stream::Sent, after, limit).await,
+                want,
+                "sent after {after}, limit {limit}"
+            );
+        }
+    }
+    assert_eq!(
+        seqs(&store.append(&[msg(99, "a", "b", "l12")]).await.unwrap()),
+        [(12, false)],
+        "a resend of a message in the second chunk"
+    );
+
+    // Messages 1..=20 (two chunks) were sent before `21`'s send_time.
+    let cutoff = msg(21, "", "", "").send_time;
+    assert_eq!(store.prune(cutoff).await.unwrap(), 20);
+    assert_eq!(stream(&store, "b", Stream::Inbox, 0, 100).await[0], 21);
+    assert_eq!(stream(&store, "a", Stream::Sent, 0, 100).await[0], 21);
+    assert_eq!(count(&mut log, "log_batches").await, 0, "the log was moved");
+    assert_eq!(store.cursors("b").await.unwrap(), (55, 0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A crash between a move's commit in natter.db and the deletion of the moved batches from the
+/// log leaves them in both files: the next start must not store them twice.
+#[tokio::test]
+async fn a_move_is_applied_once_even_if_the_log_kept_its_batches() {
+    let dir = common::temp_dir("sqlite-replay");
+    let path = dir.to_string_lossy().into_owned();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let batch = [msg(1, "a", "b", "l1"), msg(2, "a", "b", "l2")];
+    store.append(&batch).await.unwrap();
+    let mut log = file(&dir, "natter-log.db").await;
+    let kept: (i64, i64, Vec<u8>) = sqlx::query_as("SELECT first_id, count, body FROM log_batches")
+        .fetch_one(&mut log)
         .await
         .unwrap();
-    assert_eq!(left, 0, "every moved row left the log");
+    assert_eq!(store.prune(0).await.unwrap(), 0);
+    drop(store);
+    sqlx::query("INSERT INTO log_batches (first_id, count, body) VALUES (?, ?, ?)")
+        .bind(kept.0)
+        .bind(kept.1)
+        .bind(kept.2)
+        .execute(&mut log)
+        .await
+        .unwrap();
 
-    let mut inbox_seqs = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.after("b", Stream::Inbox, after, 1000).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        inbox_seqs.extend(page.iter().map(|m| m.seq));
-    }
-    assert_eq!(inbox_seqs, (1..=i64::from(total)).collect::<Vec<_>>());
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(stream(&store, "b", Stream::Inbox, 0, 100).await, [1, 2]);
+    assert_eq!(stream(&store, "a", Stream::Sent, 0, 100).await, [1, 2]);
+    assert_eq!(count(&mut log, "log_batches").await, 0);
     assert_eq!(
-        seqs(&store.append(&[msg(9999, "a", "b", "l1")]).await.unwrap()),
-        [(1, false)],
-        "a resend of a moved message is still recognised"
+        seqs(&store.append(&[msg(3, "a", "b", "l3")]).await.unwrap()),
+        [(3, true)]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Rows an older version stored a row per message (natter.db's `messages`, the log's
+/// `message_log`) are packed into chunks on start and answer as before.
+#[tokio::test]
+async fn rows_an_older_version_stored_are_packed_into_chunks_on_start() {
+    let dir = common::temp_dir("sqlite-convert");
+    let path = dir.to_string_lossy().into_owned();
+    drop(SqliteStore::open(&path).await.unwrap());
+    let row = |table: &str, id: i64| {
+        format!(
+            "INSERT INTO {table} (id, server_id, send_id, receiver_id, local_id, seq, send_seq, \
+             msg_type, content_type, content, create_time, send_time, is_read) VALUES \
+             ({id}, '{}', 'a', 'b', 'l{id}', {id}, {id}, 0, 1, 'm{id}', {id}00, {}, 0)",
+            msg(id as u32, "", "", "").server_id,
+            msg(id as u32, "", "", "").send_time,
+        )
+    };
+    let mut archive = file(&dir, "natter.db").await;
+    for id in 1..=3 {
+        sqlx::query(&row("messages", id))
+            .execute(&mut archive)
+            .await
+            .unwrap();
+    }
+    for statement in [
+        "INSERT INTO user_seq (user_id, seq, send_seq, created_upto) VALUES \
+         ('a', 0, 3, 300), ('b', 3, 0, -1)",
+        "UPDATE moved SET upto = 3",
+    ] {
+        sqlx::query(statement).execute(&mut archive).await.unwrap();
+    }
+    let mut log = file(&dir, "natter-log.db").await;
+    for id in 4..=5 {
+        sqlx::query(&row("message_log", id))
+            .execute(&mut log)
+            .await
+            .unwrap();
+    }
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(count(&mut archive, "messages").await, 0);
+    assert_eq!(count(&mut log, "message_log").await, 0);
+    let contents: Vec<String> = inbox(&store, "b", 0)
+        .await
+        .into_iter()
+        .map(|m| m.1)
+        .collect();
+    assert_eq!(contents, ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(stream(&store, "a", Stream::Sent, 2, 100).await, [3, 4, 5]);
+    assert_eq!(store.cursors("b").await.unwrap(), (5, 0));
+    assert_eq!(store.cursors("a").await.unwrap(), (0, 5));
+    let resend = |id: u32| Msg {
+        create_time: i64::from(id) * 100,
+        ..msg(99, "a", "b", &format!("l{id}"))
+    };
+    assert_eq!(
+        seqs(
+            &store
+                .append(&[resend(2), resend(5), msg(100, "a", "b", "new")])
+                .await
+                .unwrap()
+        ),
+        [(2, false), (5, false), (6, true)]
     );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -300,7 +300,7 @@ async fn commit_failure_is_an_error_reply_and_the_node_recovers(backend: Backend
     let (admin, table) = match backend {
         Backend::Sqlite => (
             format!("{}/natter-log.db", config.storage.path),
-            "message_log",
+            "log_batches",
         ),
         Backend::Postgres => (config.storage.url.clone(), "messages"),
     };

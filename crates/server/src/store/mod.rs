@@ -11,6 +11,7 @@
 //! Both implementations share their SQL through the `sql_store!` macro: the statements are
 //! portable, only the driver types differ.
 
+mod pack;
 mod sql;
 mod sqlite;
 
@@ -102,6 +103,24 @@ pub enum Stream {
     Sent,
 }
 
+impl Stream {
+    /// Whose stream `m` is in.
+    fn owner(self, m: &Msg) -> &str {
+        match self {
+            Stream::Inbox => &m.receiver_id,
+            Stream::Sent => &m.send_id,
+        }
+    }
+
+    /// `m`'s place in the stream.
+    fn cursor(self, m: &Msg) -> i64 {
+        match self {
+            Stream::Inbox => m.seq,
+            Stream::Sent => m.send_seq,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -112,6 +131,8 @@ pub enum StoreError {
     Path(String, std::io::Error),
     #[error("storage.path `{0}` is in use by another natter process")]
     Locked(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// The storage engine. Implementations are cheap to share (`Arc<dyn Store>`).

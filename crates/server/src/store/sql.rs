@@ -49,6 +49,11 @@ pub(super) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "dedup_by_create_time",
         include_str!("../../migrations/sqlite/0003_dedup_by_create_time.sql"),
     ),
+    (
+        4,
+        "chunks",
+        include_str!("../../migrations/sqlite/0004_chunks.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -123,98 +128,6 @@ macro_rules! sql_store {
                 })
             }
 
-            /// The originals of messages stored before with the same [`Key`] as one of `keyed`.
-            pub(super) async fn find_originals(
-                conn: &mut <$Db as sqlx::Database>::Connection,
-                keyed: &[&Msg],
-            ) -> Result<HashMap<Key, Msg>, StoreError> {
-                let mut stored = HashMap::new();
-                for keyed in keyed.chunks(CHUNK) {
-                    // A join from the constant rows, not `(...) IN (VALUES ...)`:
-                    // SQLite scans the whole table for the latter, and looks up the index for this.
-                    let mut q = QueryBuilder::<$Db>::new("SELECT ");
-                    q.push(MSG_COLUMNS).push(" FROM (");
-                    q.push_values(keyed, |mut b, m| {
-                        b.push_bind(m.send_id.as_str())
-                            .push_bind(m.create_time)
-                            .push_bind(m.local_id.as_str());
-                    });
-                    q.push(
-                        ") AS k JOIN messages m ON m.send_id = k.column1 \
-                         AND m.create_time = k.column2 AND m.local_id = k.column3 \
-                         WHERE m.local_id <> ''",
-                    );
-                    for row in q.build().fetch_all(&mut *conn).await? {
-                        let m = Self::row_to_msg(&row)?;
-                        stored.insert(key(&m), m);
-                    }
-                }
-                Ok(stored)
-            }
-
-            /// Inserts numbered messages into `table`. With `first_id`, the rows get consecutive
-            /// ids from it; without, the table assigns them.
-            pub(super) async fn insert_messages(
-                conn: &mut <$Db as sqlx::Database>::Connection,
-                table: &str,
-                first_id: Option<i64>,
-                rows: &[Msg],
-            ) -> Result<(), StoreError> {
-                let id_column = if first_id.is_some() { "id, " } else { "" };
-                for (n, chunk) in rows.chunks(CHUNK).enumerate() {
-                    let mut q = QueryBuilder::<$Db>::new(format!(
-                        "INSERT INTO {table} ({id_column}{COLUMNS}) "
-                    ));
-                    q.push_values(chunk.iter().enumerate(), |mut b, (i, m)| {
-                        if let Some(first) = first_id {
-                            b.push_bind(first + (n * CHUNK + i) as i64);
-                        }
-                        b.push_bind(m.server_id.as_str())
-                            .push_bind(m.send_id.as_str())
-                            .push_bind(m.receiver_id.as_str())
-                            .push_bind(m.local_id.as_str())
-                            .push_bind(m.seq)
-                            .push_bind(m.send_seq)
-                            .push_bind(m.msg_type)
-                            .push_bind(m.content_type)
-                            .push_bind(m.content.as_str())
-                            .push_bind(m.create_time)
-                            .push_bind(m.send_time)
-                            .push_bind(m.is_read);
-                    });
-                    q.build().execute(&mut *conn).await?;
-                }
-                Ok(())
-            }
-
-            /// Up to `limit` messages of `user`'s `stream` in `table`, after `after`, in order.
-            pub(super) async fn select_after(
-                conn: &mut <$Db as sqlx::Database>::Connection,
-                table: &str,
-                user: &str,
-                stream: Stream,
-                after: i64,
-                limit: u32,
-            ) -> Result<Vec<Msg>, StoreError> {
-                let (who, cursor) = match stream {
-                    Stream::Inbox => ("receiver_id", "seq"),
-                    Stream::Sent => ("send_id", "send_seq"),
-                };
-                let mut q = QueryBuilder::<$Db>::new(format!(
-                    "SELECT {COLUMNS} FROM {table} WHERE {who} = "
-                ));
-                q.push_bind(user)
-                    .push(format!(" AND {cursor} > "))
-                    .push_bind(after)
-                    .push(format!(" ORDER BY {cursor} LIMIT "))
-                    .push_bind(i64::from(limit));
-                let rows = q.build().fetch_all(&mut *conn).await?;
-                Ok(rows
-                    .iter()
-                    .map(Self::row_to_msg)
-                    .collect::<Result<_, _>>()?)
-            }
-
             /// Runs one statement on the writer; returns the rows it changed.
             async fn write(&self, mut q: QueryBuilder<'_, $Db>) -> Result<u64, StoreError> {
                 Ok(q.build()
@@ -236,27 +149,6 @@ macro_rules! sql_store {
                     Some(r) => (r.try_get(0)?, r.try_get(1)?),
                     None => (0, 0),
                 })
-            }
-
-            /// Deletes the messages sent before `before_ms`, oldest first, a chunk per statement
-            /// so that writers are never blocked for long.
-            pub(super) async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
-                let mut total = 0;
-                loop {
-                    let mut q = QueryBuilder::<$Db>::new(
-                        "DELETE FROM messages WHERE id IN \
-                         (SELECT id FROM messages WHERE send_time < ",
-                    );
-                    q.push_bind(before_ms)
-                        .push(" ORDER BY id LIMIT ")
-                        .push_bind(PRUNE_CHUNK)
-                        .push(")");
-                    let n = self.write(q).await?;
-                    total += n;
-                    if n < PRUNE_CHUNK as u64 {
-                        return Ok(total);
-                    }
-                }
             }
         }
 
@@ -579,6 +471,108 @@ sql_store!(SqliteStore, Sqlite);
 /// The message path of PostgreSQL: every node of a cluster appends, so sequence numbers come
 /// from the `user_seq` upsert inside the transaction, which serialises allocation per user.
 impl PostgresStore {
+    /// The originals of messages stored before with the same [`Key`] as one of `keyed`.
+    async fn find_originals(
+        conn: &mut sqlx::PgConnection,
+        keyed: &[&Msg],
+    ) -> Result<HashMap<Key, Msg>, StoreError> {
+        let mut stored = HashMap::new();
+        for keyed in keyed.chunks(CHUNK) {
+            // A join from the constant rows, not `(...) IN (VALUES ...)`:
+            // SQLite scans the whole table for the latter, and looks up the index for this.
+            let mut q = QueryBuilder::<Postgres>::new("SELECT ");
+            q.push(MSG_COLUMNS).push(" FROM (");
+            q.push_values(keyed, |mut b, m| {
+                b.push_bind(m.send_id.as_str())
+                    .push_bind(m.create_time)
+                    .push_bind(m.local_id.as_str());
+            });
+            q.push(
+                ") AS k JOIN messages m ON m.send_id = k.column1 \
+                 AND m.create_time = k.column2 AND m.local_id = k.column3 \
+                 WHERE m.local_id <> ''",
+            );
+            for row in q.build().fetch_all(&mut *conn).await? {
+                let m = Self::row_to_msg(&row)?;
+                stored.insert(key(&m), m);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Inserts numbered messages.
+    async fn insert_messages(
+        conn: &mut sqlx::PgConnection,
+        rows: &[Msg],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Postgres>::new(format!("INSERT INTO messages ({COLUMNS}) "));
+            q.push_values(chunk, |mut b, m| {
+                b.push_bind(m.server_id.as_str())
+                    .push_bind(m.send_id.as_str())
+                    .push_bind(m.receiver_id.as_str())
+                    .push_bind(m.local_id.as_str())
+                    .push_bind(m.seq)
+                    .push_bind(m.send_seq)
+                    .push_bind(m.msg_type)
+                    .push_bind(m.content_type)
+                    .push_bind(m.content.as_str())
+                    .push_bind(m.create_time)
+                    .push_bind(m.send_time)
+                    .push_bind(m.is_read);
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` messages of `user`'s `stream` after `after`, in order.
+    async fn select_after(
+        conn: &mut sqlx::PgConnection,
+        user: &str,
+        stream: Stream,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Msg>, StoreError> {
+        let (who, cursor) = match stream {
+            Stream::Inbox => ("receiver_id", "seq"),
+            Stream::Sent => ("send_id", "send_seq"),
+        };
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM messages WHERE {who} = "));
+        q.push_bind(user)
+            .push(format!(" AND {cursor} > "))
+            .push_bind(after)
+            .push(format!(" ORDER BY {cursor} LIMIT "))
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&mut *conn).await?;
+        Ok(rows
+            .iter()
+            .map(Self::row_to_msg)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes the messages sent before `before_ms`, oldest first, a chunk per statement
+    /// so that writers are never blocked for long.
+    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "DELETE FROM messages WHERE id IN \
+                 (SELECT id FROM messages WHERE send_time < ",
+            );
+            q.push_bind(before_ms)
+                .push(" ORDER BY id LIMIT ")
+                .push_bind(PRUNE_CHUNK)
+                .push(")");
+            let n = self.write(q).await?;
+            total += n;
+            if n < PRUNE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
         let mut writer = self.writer().await?;
         let mut tx = sqlx::Connection::begin(&mut *writer).await?;
@@ -619,7 +613,7 @@ impl PostgresStore {
         let (numbered, outcomes) = number(batch, &fresh, &repeat_of, &stored, &mut next);
 
         // 3. The rows.
-        Self::insert_messages(&mut tx, "messages", None, &numbered).await?;
+        Self::insert_messages(&mut tx, &numbered).await?;
 
         // 4. Read receipts: the reader (send_id) has read every message from receiver_id up
         //    to the one whose server_id is the content.
@@ -650,7 +644,7 @@ impl PostgresStore {
         limit: u32,
     ) -> Result<Vec<Msg>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        Self::select_after(&mut conn, "messages", user, stream, after, limit).await
+        Self::select_after(&mut conn, user, stream, after, limit).await
     }
 
     async fn cursors_impl(&self, user: &str) -> Result<(i64, i64), StoreError> {

@@ -1,39 +1,42 @@
 //! The embedded store: SQLite, in two files under `storage.path`.
 //!
-//! - `natter-log.db`, the hot file: `message_log`, a table with no secondary index, and the read
-//!   marks. An accepted batch is committed here (WAL, `synchronous = FULL`: one fsync per batch)
-//!   and is then acknowledged.
-//! - `natter.db`: `messages` with its three indexes (inbox, sent stream, idempotency key), the
-//!   `user_seq` counters and the groups. The compactor moves the log's rows here in large batches
-//!   and in the background, on a connection of its own, while the hot file keeps taking commits.
+//! - `natter-log.db`, the hot file: `log_batches`, one row per accepted batch with the batch's
+//!   messages packed into a blob (store/pack.rs), and the read marks. A batch is committed here
+//!   (WAL, `synchronous = FULL`: one fsync per batch) and is then acknowledged. The log's batches
+//!   are also kept in memory ([`Tail`]): reads and resends of logged messages never query it.
+//! - `natter.db`: the messages in chunks, the `user_seq` counters and the groups. Every
+//!   [`COMPACT_EVERY`] (or sooner when the log fills) the compactor moves the log into
+//!   `natter.db`, on a connection of its own, while the hot file keeps taking commits: per move,
+//!   each user's (or group's) inbox messages become one chunk of `inbox_chunks`, each sender's
+//!   messages one chunk of `sent_chunks`.
 //!
-//! Why: each index of `messages` is ordered by user, so a commit of a few hundred messages dirties
-//! a page per user per index, and SQLite writes whole pages to the WAL. Measured on this schema,
-//! 200 messages from 100 users made a 600–1,400 KB commit (46 KB without the indexes), and the
-//! time to write and fsync it, not the CPU, bounded the store. Moving thousands of messages at a
-//! time touches each user's pages once per move instead of once per batch, and keeps the index
-//! work off the acknowledgement path.
+//! Why: a row per message with its indexes cost SQLite ~2.3 µs of CPU per index entry, so
+//!   storing a message cost more than the rest of the server's work on it; a chunk costs a row
+//!   and one or two index entries whatever it holds, and a busy user's messages of a move share
+//!   one. Writing whole chunks in large moves also keeps page writes off the acknowledgement path.
 //!
 //! What keeps it exact (the invariants):
-//! - Message ids are handed out here, consecutively, in commit order. `natter.db` holds every row
-//!   up to some id, the log every committed row after it; during a move a row is briefly in both.
+//! - Message ids are handed out here, consecutively, in commit order (they live only in the log).
+//!   `natter.db` holds every message up to `moved.upto`, the log every committed message after it;
+//!   a move writes the chunks, the counters and `moved.upto` in one transaction, so a move
+//!   interrupted by a crash is redone, and one that committed is never applied twice.
 //! - Only this process writes the files (`natter.lock`), and in it only the appender allocates
-//!   sequence numbers, so the counters of users with rows in the log live in memory ([`Tail`]);
-//!   for every other user `user_seq` in `natter.db` is current. A move updates `user_seq` in the
-//!   same transaction as the rows it moves.
+//!   sequence numbers, so the counters of users with messages in the log live in memory
+//!   ([`Tail`]); for every other user `user_seq` in `natter.db` is current.
 //! - [`Tail`] changes only while the log connection is held: after an append commits, and after
-//!   a move has committed in `natter.db`. The moved rows then leave the log in slices of
-//!   [`DELETE_SLICE`], so an append never waits for the whole deletion.
+//!   a move has committed in `natter.db`; then the moved batches leave the log.
 //! - A resend is looked up only if its `create_time` is at or below its sender's
-//!   `created_upto` (tail, else `user_seq`), which a move raises in the same transaction as
-//!   the rows it moves.
-//! - A reader reads the log before `natter.db`: a row missing from the log by then was moved
-//!   before, so `natter.db` has it; a row seen in both is taken once.
+//!   `created_upto` (tail, else `user_seq`), which a move raises in the same transaction as the
+//!   chunks it writes; in `natter.db` it is found through the sent chunks' create_time ranges.
+//! - A reader takes the tail's batches before reading `natter.db`: a batch gone from the tail by
+//!   then was moved before, so `natter.db` has it; a message seen in both is taken once.
 //! - Read receipts are read marks (reader, peer, up to server_id) in the hot file; `is_read` is
 //!   derived from them on reading, so a receipt writes one row whatever it covers.
+//! - Retention deletes whole chunks, oldest first, once their newest message is older than the
+//!   cutoff: a message can outlive the cutoff by about one move, never go before it.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fs::File,
     path::Path,
     str::FromStr,
@@ -41,6 +44,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::TryStreamExt;
 use natter_protocol::{Msg, msg_type};
 use sqlx::{
     ConnectOptions, QueryBuilder, Row, Sqlite,
@@ -53,23 +57,34 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use super::{
     Appended, Key, StoreError, Stream, classify, key, migrator, number,
+    pack::{pack, unpack},
     sql::{CHUNK, COLUMNS, SQLITE_MIGRATIONS},
 };
 
-const LOG_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "message_log",
-    include_str!("../../migrations/sqlite-log/0001_message_log.sql"),
-)];
+const LOG_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "message_log",
+        include_str!("../../migrations/sqlite-log/0001_message_log.sql"),
+    ),
+    (
+        2,
+        "log_batches",
+        include_str!("../../migrations/sqlite-log/0002_log_batches.sql"),
+    ),
+];
 
-/// Rows in the log that wake the compactor before its next tick.
+/// Messages in the log that wake the compactor before its next tick.
 const COMPACT_ROWS: i64 = 8192;
 
-/// The compactor's tick: rows wait at most about this long in the log.
+/// The compactor's tick: messages wait at most about this long in the log.
 const COMPACT_EVERY: Duration = Duration::from_millis(250);
 
-/// Rows deleted from the log per statement after a move.
-const DELETE_SLICE: i64 = 1024;
+/// Chunks looked at per statement by retention, so that moves are never held up for long.
+const PRUNE_CHUNKS: i64 = 2000;
+
+/// Rows of the old `messages` table packed into chunks per transaction on start.
+const CONVERT_ROWS: i64 = 8192;
 
 /// How long `open` waits for another process (or a store being dropped) to let go of the files.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -80,18 +95,19 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     /// Read connections to `natter.db`.
     pub(super) pool: SqlitePool,
-    /// The one connection that writes `natter.db` (groups, moves, retention); the log is attached
-    /// to it as `hot`, read-only in practice. The only writer, so plain `BEGIN` never meets a
-    /// concurrent commit; and a connection that sees no other writer keeps its page cache.
+    /// The one connection that writes `natter.db` (groups, moves, retention). The only writer, so
+    /// plain `BEGIN` never meets a concurrent commit; and a connection that sees no other writer
+    /// keeps its page cache.
     writer: Arc<Mutex<SqliteConnection>>,
     hot: Arc<Hot>,
 }
 
 #[derive(Debug)]
 struct Hot {
-    /// The one connection that writes `natter-log.db`.
+    /// The one connection that writes `natter-log.db`; `natter.db` is attached to it as
+    /// `archive`, read-only in practice (counters and resends of moved messages).
     log: Arc<Mutex<SqliteConnection>>,
-    /// Read connections to `natter-log.db`.
+    /// Read connections to `natter-log.db` (read marks).
     reads: SqlitePool,
     /// Never held across an `.await`.
     tail: std::sync::Mutex<Tail>,
@@ -106,16 +122,32 @@ struct Tail {
     next_id: i64,
     /// The last id moved to `natter.db`: the log holds the ids after it.
     moved_upto: i64,
-    /// [`Key`] → id, for the log's rows.
+    /// The log's batches, oldest first.
+    batches: VecDeque<Logged>,
+    /// [`Key`] → id, for the log's messages.
     keys: HashMap<Key, i64>,
-    /// The counters of every user (or group) with a row in the log.
+    /// The counters of every user (or group) with a message in the log.
     counters: HashMap<String, Counter>,
 }
 
+/// A batch in the log: its messages have the ids `first_id..first_id + msgs.len()`.
+#[derive(Debug, Clone)]
+struct Logged {
+    first_id: i64,
+    msgs: Arc<[Msg]>,
+}
+
 impl Tail {
-    /// Rows in the log (ids are consecutive and only committed ones are handed out).
+    /// Messages in the log (ids are consecutive and only committed ones are handed out).
     fn rows(&self) -> i64 {
         self.next_id - 1 - self.moved_upto
+    }
+
+    /// The logged message with this id.
+    fn get(&self, id: i64) -> Option<&Msg> {
+        let after = self.batches.partition_point(|b| b.first_id <= id);
+        let batch = self.batches.get(after.checked_sub(1)?)?;
+        batch.msgs.get(usize::try_from(id - batch.first_id).ok()?)
     }
 }
 
@@ -132,7 +164,7 @@ struct Counter {
     send_seq: i64,
     /// The greatest `create_time` of the user's stored messages with a `local_id` (-1: none).
     created_upto: i64,
-    /// The id of the user's last row in the log.
+    /// The id of the user's last message in the log.
     last_id: i64,
 }
 
@@ -169,19 +201,20 @@ impl SqliteStore {
         let archive_file = dir_path.join("natter.db");
         let log_file = dir_path.join("natter-log.db");
 
-        // 64 MiB of page cache for natter.db's writer and readers (the default is 2 MiB): the
-        // index pages of many users' inboxes stay in memory.
+        // 64 MiB of page cache for natter.db's writer and readers (the default is 2 MiB).
         let archive = options(&archive_file, 65536)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(archive.clone())
             .await?;
         migrator(SQLITE_MIGRATIONS).await?.run(&pool).await?;
+        let mut writer = archive.connect().await?;
+        convert_rows(&mut writer).await?;
 
         let log_options = options(&log_file, 8192)?;
         let mut log = log_options.connect().await?;
         migrator(LOG_MIGRATIONS).await?.run(&mut log).await?;
-        // The appender reads natter.db (resends, counters) on its own connection: no pool, no
+        // The appender reads natter.db (counters, resends) on its own connection: no pool, no
         // hop to another thread per batch. It never writes there.
         sqlx::query("ATTACH DATABASE ? AS archive")
             .bind(archive_file.to_string_lossy().into_owned())
@@ -192,11 +225,39 @@ impl SqliteStore {
             .connect_with(log_options)
             .await?;
 
-        let mut writer = archive.connect().await?;
-        sqlx::query("ATTACH DATABASE ? AS hot")
-            .bind(log_file.to_string_lossy().into_owned())
-            .execute(&mut writer)
+        // Recovery: what the log holds beyond `moved.upto` goes into the tail, and moves now.
+        let moved: i64 = sqlx::query_scalar("SELECT upto FROM moved")
+            .fetch_one(&mut writer)
             .await?;
+        let mut batches = VecDeque::new();
+        let legacy = sqlx::query(&format!(
+            "SELECT {COLUMNS}, id FROM message_log WHERE id > ? ORDER BY id"
+        ))
+        .bind(moved)
+        .fetch_all(&mut log)
+        .await?;
+        for row in legacy {
+            batches.push_back(Logged {
+                first_id: row.try_get(12)?,
+                msgs: Arc::from([Self::row_to_msg(&row)?]),
+            });
+        }
+        let logged = sqlx::query("SELECT first_id, body FROM log_batches ORDER BY first_id")
+            .fetch_all(&mut log)
+            .await?;
+        for row in logged {
+            let first_id: i64 = row.try_get(0)?;
+            let msgs = unpack(row.try_get::<&[u8], _>(1)?)?;
+            if first_id + msgs.len() as i64 - 1 > moved {
+                batches.push_back(Logged {
+                    first_id,
+                    msgs: msgs.into(),
+                });
+            }
+        }
+        let last_id = batches
+            .back()
+            .map_or(0, |b| b.first_id + b.msgs.len() as i64 - 1);
 
         let wake = Arc::new(Notify::new());
         let store = SqliteStore {
@@ -205,23 +266,16 @@ impl SqliteStore {
             hot: Arc::new(Hot {
                 log: Arc::new(Mutex::new(log)),
                 reads,
-                tail: std::sync::Mutex::new(Tail::default()),
+                tail: std::sync::Mutex::new(Tail {
+                    next_id: last_id.max(moved) + 1,
+                    moved_upto: moved,
+                    batches,
+                    ..Tail::default()
+                }),
                 wake: wake.clone(),
                 _lock: lock,
             }),
         };
-        // Recovery: the log's rows move now, so the tail starts empty.
-        let logged: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM message_log")
-            .fetch_one(&mut *store.hot.log.lock().await)
-            .await?;
-        let archived: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages")
-            .fetch_one(&store.pool)
-            .await?;
-        {
-            let mut tail = store.tail();
-            tail.next_id = logged.max(archived) + 1;
-            tail.moved_upto = archived;
-        }
         compact(&store.hot, &store.writer).await?;
         tokio::spawn(compactor(
             Arc::downgrade(&store.hot),
@@ -242,8 +296,8 @@ impl SqliteStore {
     pub(super) async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
         let mut log = self.hot.log.clone().lock_owned().await;
 
-        // 1. The counters of the batch's users that have no row in the log, from `user_seq`
-        //    (the tail has the others).
+        // 1. The counters of the batch's users that have no message in the log, from
+        //    `user_seq` (the tail has the others).
         let missing: Vec<&str> = {
             let tail = self.tail();
             let mut seen = std::collections::HashSet::new();
@@ -283,39 +337,27 @@ impl SqliteStore {
         };
 
         // 2. Resends. A message created after every stored one of its sender (log and natter.db)
-        //    is new without a lookup; the others are looked up in the log (by id, from memory)
-        //    or in natter.db (by index).
-        let (in_log, lookups): (Vec<i64>, Vec<&Msg>) = {
+        //    is new without a lookup; the others are looked up in the tail, then in natter.db.
+        let mut stored = HashMap::new();
+        let lookups: Vec<&Msg> = {
             let tail = self.tail();
-            let mut in_log = Vec::new();
             let mut lookups = Vec::new();
             for m in batch.iter().filter(|m| {
                 !m.local_id.is_empty() && m.create_time <= counter(&tail, &m.send_id).created_upto
             }) {
-                match tail.keys.get(&key(m)) {
-                    Some(id) => in_log.push(*id),
+                let k = key(m);
+                match tail.keys.get(&k).and_then(|id| tail.get(*id)) {
+                    Some(original) => {
+                        stored.insert(k, original.clone());
+                    }
                     None => lookups.push(m),
                 }
             }
-            (in_log, lookups)
+            lookups
         };
-        let mut stored = if lookups.is_empty() {
-            HashMap::new()
-        } else {
-            Self::find_originals(&mut log, &lookups).await?
-        };
-        for ids in in_log.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT {COLUMNS} FROM message_log WHERE id IN ("
-            ));
-            let mut list = q.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            for row in q.build().fetch_all(&mut *log).await? {
-                let m = Self::row_to_msg(&row)?;
-                stored.insert(key(&m), m);
+        for m in lookups {
+            if let Some(original) = find_archived(&mut log, m).await? {
+                stored.insert(key(m), original);
             }
         }
         let (fresh, repeat_of) = classify(batch, &stored);
@@ -343,10 +385,15 @@ impl SqliteStore {
             return Ok(outcomes);
         }
 
-        // 4. The rows and the read marks, in one transaction on the log.
+        // 4. The batch and the read marks, in one transaction on the log.
         let first_id = self.tail().next_id;
         let mut tx = sqlx::Connection::begin(&mut *log).await?;
-        Self::insert_messages(&mut tx, "message_log", Some(first_id), &numbered).await?;
+        sqlx::query("INSERT INTO log_batches (first_id, count, body) VALUES (?, ?, ?)")
+            .bind(first_id)
+            .bind(numbered.len() as i64)
+            .bind(pack(&numbered))
+            .execute(&mut *tx)
+            .await?;
         for r in numbered.iter().filter(|m| m.msg_type == msg_type::READ) {
             sqlx::query(
                 "INSERT INTO read_marks (reader, peer, upto) VALUES (?, ?, ?) \
@@ -390,6 +437,10 @@ impl SqliteStore {
             }
         }
         tail.next_id = first_id + numbered.len() as i64;
+        tail.batches.push_back(Logged {
+            first_id,
+            msgs: numbered.into(),
+        });
         if tail.rows() >= COMPACT_ROWS {
             self.hot.wake.notify_one();
         }
@@ -403,23 +454,57 @@ impl SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<Msg>, StoreError> {
-        let in_log = self.tail().counters.contains_key(user);
-        let mut msgs = if in_log {
-            let mut conn = self.hot.reads.acquire().await?;
-            Self::select_after(&mut conn, "message_log", user, stream, after, limit).await?
-        } else {
-            Vec::new()
+        let limit = limit as usize;
+        let cursor = |m: &Msg| stream.cursor(m);
+        // The tail first (see the invariants), then natter.db.
+        let logged: Vec<Logged> = {
+            let tail = self.tail();
+            if tail.counters.contains_key(user) {
+                tail.batches.iter().cloned().collect()
+            } else {
+                Vec::new()
+            }
         };
+        let mut msgs: Vec<Msg> = logged
+            .iter()
+            .flat_map(|b| b.msgs.iter())
+            .filter(|m| stream.owner(m) == user && cursor(m) > after)
+            .take(limit)
+            .cloned()
+            .collect();
+        let table = match stream {
+            Stream::Inbox => "inbox_chunks",
+            Stream::Sent => "sent_chunks",
+        };
+        // From the chunk that holds `after + 1` (or the first one after it), in order, until
+        // `limit` messages are found.
         let mut conn = self.pool.acquire().await?;
-        msgs.extend(Self::select_after(&mut conn, "messages", user, stream, after, limit).await?);
+        let sql = format!(
+            "SELECT body FROM {table} WHERE user_id = ?1 AND first >= \
+             COALESCE((SELECT MAX(first) FROM {table} WHERE user_id = ?1 AND first <= ?2), 0) \
+             ORDER BY first"
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(user)
+            .bind(after.saturating_add(1))
+            .fetch(&mut *conn);
+        let mut found = 0;
+        while found < limit {
+            let Some(row) = rows.try_next().await? else {
+                break;
+            };
+            for m in unpack(row.try_get::<&[u8], _>(0)?)? {
+                if cursor(&m) > after && found < limit {
+                    found += 1;
+                    msgs.push(m);
+                }
+            }
+        }
+        drop(rows);
         drop(conn);
-        let cursor = |m: &Msg| match stream {
-            Stream::Inbox => m.seq,
-            Stream::Sent => m.send_seq,
-        };
         msgs.sort_by_key(cursor);
         msgs.dedup_by_key(|m| cursor(m));
-        msgs.truncate(limit as usize);
+        msgs.truncate(limit);
         self.mark_read(user, stream, &mut msgs).await?;
         Ok(msgs)
     }
@@ -466,14 +551,175 @@ impl SqliteStore {
         self.stored_cursors(user).await
     }
 
+    /// Moves the log, then deletes the chunks whose newest message was sent before
+    /// `before_ms`, oldest first; returns how many messages left the inboxes.
     pub(super) async fn prune_impl(&self, before_ms: i64) -> Result<u64, StoreError> {
         compact(&self.hot, &self.writer).await?;
-        self.prune_messages(before_ms).await
+        let mut pruned = 0;
+        for table in ["inbox_chunks", "sent_chunks"] {
+            loop {
+                let mut writer = self.writer().await?;
+                // Chunks are written in move order, so their ids follow time: the old ones are
+                // a prefix (a chunk of a move may wait behind a slightly newer one of the same
+                // move, until the next pass).
+                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&format!(
+                    "SELECT id, last_time, last - first + 1 FROM {table} ORDER BY id LIMIT ?"
+                ))
+                .bind(PRUNE_CHUNKS)
+                .fetch_all(&mut *writer)
+                .await?;
+                let old = rows.iter().take_while(|r| r.1 < before_ms).count();
+                let Some(&(upto, _, _)) = old.checked_sub(1).map(|i| &rows[i]) else {
+                    break;
+                };
+                sqlx::query(&format!("DELETE FROM {table} WHERE id <= ?"))
+                    .bind(upto)
+                    .execute(&mut *writer)
+                    .await?;
+                if table == "inbox_chunks" {
+                    pruned += rows[..old].iter().map(|r| r.2 as u64).sum::<u64>();
+                }
+                if old < rows.len() || rows.len() < PRUNE_CHUNKS as usize {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
     }
 
     /// A group's seq as far as the log knows it (0 when the log has none of its messages).
     pub(super) fn group_seq_floor(&self, group_id: &str) -> i64 {
         self.tail().counters.get(group_id).map_or(0, |c| c.seq)
+    }
+}
+
+/// The original in `natter.db` of a message sent again: looked for in its sender's sent chunks
+/// whose create_time range holds its `create_time`.
+async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg>, StoreError> {
+    let mut rows = sqlx::query(
+        "SELECT body FROM archive.sent_chunks \
+         WHERE user_id = ?1 AND created_upto >= ?2 AND created_from <= ?2",
+    )
+    .bind(&m.send_id)
+    .bind(m.create_time)
+    .fetch(&mut *log);
+    let wanted = key(m);
+    while let Some(row) = rows.try_next().await? {
+        let found = unpack(row.try_get::<&[u8], _>(0)?)?
+            .into_iter()
+            .find(|s| !s.local_id.is_empty() && key(s) == wanted);
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// Writes `msgs` (in id order) to `natter.db` as chunks, one per stream, and raises the
+/// counters of their users.
+async fn write_chunks(conn: &mut SqliteConnection, msgs: &[&Msg]) -> Result<(), StoreError> {
+    // Per stream, its messages in order, and per user the counters they reach.
+    let mut inbox: HashMap<&str, Vec<&Msg>> = HashMap::new();
+    let mut sent: HashMap<&str, Vec<&Msg>> = HashMap::new();
+    let mut counters: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+    for m in msgs {
+        inbox.entry(&m.receiver_id).or_default().push(m);
+        sent.entry(&m.send_id).or_default().push(m);
+        counters.entry(&m.receiver_id).or_insert((0, 0, -1)).0 = m.seq;
+        let c = counters.entry(&m.send_id).or_insert((0, 0, -1));
+        c.1 = m.send_seq;
+        if !m.local_id.is_empty() {
+            c.2 = c.2.max(m.create_time);
+        }
+    }
+    let last_time = |run: &[&Msg]| run.iter().map(|m| m.send_time).max().unwrap_or(0);
+
+    let inbox: Vec<(&str, Vec<&Msg>)> = inbox.into_iter().collect();
+    for part in inbox.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO main.inbox_chunks (user_id, first, last, last_time, body) ",
+        );
+        q.push_values(part, |mut b, (user, run)| {
+            b.push_bind(*user)
+                .push_bind(run[0].seq)
+                .push_bind(run[run.len() - 1].seq)
+                .push_bind(last_time(run))
+                .push_bind(pack(run.iter().copied()));
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    let sent: Vec<(&str, Vec<&Msg>)> = sent.into_iter().collect();
+    for part in sent.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO main.sent_chunks \
+             (user_id, first, last, last_time, created_from, created_upto, body) ",
+        );
+        q.push_values(part, |mut b, (user, run)| {
+            let created = run.iter().filter(|m| !m.local_id.is_empty());
+            let from = created.clone().map(|m| m.create_time).min();
+            let upto = created.map(|m| m.create_time).max();
+            b.push_bind(*user)
+                .push_bind(run[0].send_seq)
+                .push_bind(run[run.len() - 1].send_seq)
+                .push_bind(last_time(run))
+                .push_bind(from.unwrap_or(0))
+                .push_bind(upto.unwrap_or(-1))
+                .push_bind(pack(run.iter().copied()));
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    let counters: Vec<(&str, (i64, i64, i64))> = counters.into_iter().collect();
+    for part in counters.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO main.user_seq (user_id, seq, send_seq, created_upto) ",
+        );
+        q.push_values(part, |mut b, (user, (seq, send_seq, created_upto))| {
+            b.push_bind(*user)
+                .push_bind(*seq)
+                .push_bind(*send_seq)
+                .push_bind(*created_upto);
+        });
+        q.push(
+            " ON CONFLICT (user_id) DO UPDATE SET \
+             seq = MAX(user_seq.seq, excluded.seq), \
+             send_seq = MAX(user_seq.send_seq, excluded.send_seq), \
+             created_upto = MAX(user_seq.created_upto, excluded.created_upto)",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Packs the rows an older version stored in `messages` (a row per message) into chunks, a
+/// transaction per [`CONVERT_ROWS`] rows; their counters are already in `user_seq`.
+async fn convert_rows(writer: &mut SqliteConnection) -> Result<(), StoreError> {
+    loop {
+        let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS}, id FROM messages ORDER BY id LIMIT ?"
+        ))
+        .bind(CONVERT_ROWS)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        let last: i64 = last.try_get(12)?;
+        let msgs = rows
+            .iter()
+            .map(SqliteStore::row_to_msg)
+            .collect::<Result<Vec<_>, _>>()?;
+        write_chunks(&mut tx, &msgs.iter().collect::<Vec<_>>()).await?;
+        sqlx::query("DELETE FROM messages WHERE id <= ?")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            rows = msgs.len(),
+            upto = last,
+            "stored messages packed into chunks"
+        );
     }
 }
 
@@ -503,86 +749,65 @@ async fn lock(dir: &str) -> Result<File, StoreError> {
     }
 }
 
-/// Moves every committed row of the log into `natter.db`: rows and counters in one transaction
-/// there, then the tail forgets them and they leave the log, a slice at a time.
+/// Moves every committed batch of the log into `natter.db`: chunks, counters and `moved.upto`
+/// in one transaction there; then the tail forgets the batches and they leave the log.
 async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), StoreError> {
     let started = Instant::now();
-    let upto = hot.tail().next_id - 1;
+    let (upto, batches) = {
+        let tail = hot.tail();
+        let batches: Vec<Logged> = tail.batches.iter().cloned().collect();
+        (tail.next_id - 1, batches)
+    };
     let mut archive = writer.lock().await;
     let mut tx = sqlx::Connection::begin(&mut *archive).await?;
-    let from: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM main.messages")
+    let from: i64 = sqlx::query_scalar("SELECT upto FROM main.moved")
         .fetch_one(&mut *tx)
         .await?;
-    let moved = sqlx::query(&format!(
-        "INSERT INTO main.messages (id, {COLUMNS}) SELECT id, {COLUMNS} FROM hot.message_log \
-         WHERE id > ?1 AND id <= ?2 ORDER BY id"
-    ))
-    .bind(from)
-    .bind(upto)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved > 0 {
-        sqlx::query(
-            "INSERT INTO main.user_seq (user_id, seq) \
-             SELECT receiver_id, MAX(seq) FROM hot.message_log \
-             WHERE id > ?1 AND id <= ?2 GROUP BY receiver_id \
-             ON CONFLICT (user_id) DO UPDATE SET seq = MAX(user_seq.seq, excluded.seq)",
-        )
-        .bind(from)
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO main.user_seq (user_id, send_seq, created_upto) \
-             SELECT send_id, MAX(send_seq), \
-                    COALESCE(MAX(CASE WHEN local_id <> '' THEN create_time END), -1) \
-             FROM hot.message_log WHERE id > ?1 AND id <= ?2 GROUP BY send_id \
-             ON CONFLICT (user_id) DO UPDATE SET \
-                 send_seq = MAX(user_seq.send_seq, excluded.send_seq), \
-                 created_upto = MAX(user_seq.created_upto, excluded.created_upto)",
-        )
-        .bind(from)
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
+    let msgs: Vec<&Msg> = batches
+        .iter()
+        .flat_map(|b| (b.first_id..).zip(b.msgs.iter()))
+        .filter(|(id, _)| *id > from && *id <= upto)
+        .map(|(_, m)| m)
+        .collect();
+    if !msgs.is_empty() {
+        write_chunks(&mut tx, &msgs).await?;
+        sqlx::query("UPDATE main.moved SET upto = ?")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     drop(archive);
 
-    // natter.db has the rows and their counters: the tail forgets them at once (under the log
-    // connection, so no append sees half of it).
+    // natter.db has the messages and their counters: the tail forgets them (under the log
+    // connection, so no append sees half of it), and they leave the log.
+    let mut log = hot.log.lock().await;
+    let locked = Instant::now();
     {
-        let _log = hot.log.lock().await;
         let mut tail = hot.tail();
+        while tail
+            .batches
+            .front()
+            .is_some_and(|b| b.first_id + b.msgs.len() as i64 - 1 <= upto)
+        {
+            tail.batches.pop_front();
+        }
         tail.keys.retain(|_, id| *id > upto);
         tail.counters.retain(|_, c| c.last_id > upto);
-        tail.moved_upto = upto;
+        tail.moved_upto = tail.moved_upto.max(upto);
     }
-    // Then the rows leave the log a slice at a time, so an append waits for one slice at most
-    // (deleting thousands of rows at once held it up for ~20 ms). A row still in the log after
-    // its move is only read twice and taken once.
-    let mut log_held = Duration::ZERO;
-    loop {
-        let mut log = hot.log.lock().await;
-        let locked = Instant::now();
-        let deleted = sqlx::query(
-            "DELETE FROM message_log WHERE id IN \
-             (SELECT id FROM message_log WHERE id <= ? ORDER BY id LIMIT ?)",
-        )
+    sqlx::query("DELETE FROM log_batches WHERE first_id <= ?")
         .bind(upto)
-        .bind(DELETE_SLICE)
         .execute(&mut *log)
-        .await?
-        .rows_affected();
-        drop(log);
-        log_held = log_held.max(locked.elapsed());
-        if deleted < DELETE_SLICE as u64 {
-            break;
-        }
-    }
-    if moved > 0 {
-        tracing::debug!(moved, upto, took = ?started.elapsed(), ?log_held, "log compacted");
+        .await?;
+    sqlx::query("DELETE FROM message_log WHERE id <= ?")
+        .bind(upto)
+        .execute(&mut *log)
+        .await?;
+    let log_held = locked.elapsed();
+    drop(log);
+    if !msgs.is_empty() {
+        tracing::debug!(moved = msgs.len(), upto, took = ?started.elapsed(), ?log_held, "log compacted");
     }
     Ok(())
 }
