@@ -404,3 +404,55 @@ async fn rows_an_older_version_stored_are_packed_into_chunks_on_start() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The compactor moves the log in the background; the moved batches leave the log in the next
+/// append's transaction.
+#[tokio::test]
+async fn the_next_append_deletes_what_the_compactor_moved() {
+    let dir = common::temp_dir("sqlite-clear");
+    let path = dir.to_string_lossy().into_owned();
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .append(&[msg(1, "a", "b", "l1"), msg(2, "a", "b", "l2")])
+        .await
+        .unwrap();
+    let mut archive = file(&dir, "natter.db").await;
+    let mut log = file(&dir, "natter-log.db").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count(&mut archive, "inbox_chunks").await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the compactor never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        count(&mut log, "log_batches").await,
+        1,
+        "moved, not yet deleted"
+    );
+    // The compactor tells the tail right after its commit: an append that races it may find
+    // nothing to delete yet, the next one does.
+    let mut n = 3;
+    loop {
+        store
+            .append(&[msg(n, "a", "b", &format!("l{n}"))])
+            .await
+            .unwrap();
+        let firsts: Vec<i64> = sqlx::query_scalar("SELECT first_id FROM log_batches")
+            .fetch_all(&mut log)
+            .await
+            .unwrap();
+        if firsts == [i64::from(n)] {
+            break;
+        }
+        assert!(n < 6, "moved batches are still in the log: {firsts:?}");
+        n += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        stream(&store, "b", Stream::Inbox, 0, 100).await,
+        (1..=i64::from(n)).collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -133,6 +133,8 @@ pub enum StoreError {
     Locked(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("a storage task failed: {0}")]
+    Task(String),
 }
 
 /// The storage engine. Implementations are cheap to share (`Arc<dyn Store>`).

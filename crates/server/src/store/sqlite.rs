@@ -24,7 +24,9 @@
 //!   sequence numbers, so the counters of users with messages in the log live in memory
 //!   ([`Tail`]); for every other user `user_seq` in `natter.db` is current.
 //! - [`Tail`] changes only while the log connection is held: after an append commits, and after
-//!   a move has committed in `natter.db`; then the moved batches leave the log.
+//!   a move has committed in `natter.db`. The moved batches leave the log in the next append's
+//!   transaction (no fsync of their own for appends to wait behind), and the compactor, not the
+//!   committing connection, checkpoints the log's WAL.
 //! - A resend is looked up only if its `create_time` is at or below its sender's
 //!   `created_upto` (tail, else `user_seq`), which a move raises in the same transaction as the
 //!   chunks it writes; in `natter.db` it is found through the sent chunks' create_time ranges.
@@ -122,6 +124,8 @@ struct Tail {
     next_id: i64,
     /// The last id moved to `natter.db`: the log holds the ids after it.
     moved_upto: i64,
+    /// The log's batches up to this id are deleted (the next append deletes up to `moved_upto`).
+    cleared_upto: i64,
     /// The log's batches, oldest first.
     batches: VecDeque<Logged>,
     /// [`Key`] → id, for the log's messages.
@@ -214,6 +218,11 @@ impl SqliteStore {
         let log_options = options(&log_file, 8192)?;
         let mut log = log_options.connect().await?;
         migrator(LOG_MIGRATIONS).await?.run(&mut log).await?;
+        // The compactor checkpoints the log's WAL, on another connection: a commit never waits
+        // for a checkpoint.
+        sqlx::query("PRAGMA wal_autocheckpoint = 0")
+            .execute(&mut log)
+            .await?;
         // The appender reads natter.db (counters, resends) on its own connection: no pool, no
         // hop to another thread per batch. It never writes there.
         sqlx::query("ATTACH DATABASE ? AS archive")
@@ -277,6 +286,7 @@ impl SqliteStore {
             }),
         };
         compact(&store.hot, &store.writer).await?;
+        clear_log(&store.hot).await?;
         tokio::spawn(compactor(
             Arc::downgrade(&store.hot),
             Arc::downgrade(&store.writer),
@@ -385,9 +395,20 @@ impl SqliteStore {
             return Ok(outcomes);
         }
 
-        // 4. The batch and the read marks, in one transaction on the log.
-        let first_id = self.tail().next_id;
+        // 4. The batch and the read marks, in one transaction on the log; and the deletion of
+        //    the batches moved since the last append.
+        let (first_id, clear) = {
+            let tail = self.tail();
+            let clear = (tail.moved_upto > tail.cleared_upto).then_some(tail.moved_upto);
+            (tail.next_id, clear)
+        };
         let mut tx = sqlx::Connection::begin(&mut *log).await?;
+        if let Some(upto) = clear {
+            sqlx::query("DELETE FROM log_batches WHERE first_id <= ?")
+                .bind(upto)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("INSERT INTO log_batches (first_id, count, body) VALUES (?, ?, ?)")
             .bind(first_id)
             .bind(numbered.len() as i64)
@@ -437,6 +458,9 @@ impl SqliteStore {
             }
         }
         tail.next_id = first_id + numbered.len() as i64;
+        if let Some(upto) = clear {
+            tail.cleared_upto = upto;
+        }
         tail.batches.push_back(Logged {
             first_id,
             msgs: numbered.into(),
@@ -555,6 +579,7 @@ impl SqliteStore {
     /// `before_ms`, oldest first; returns how many messages left the inboxes.
     pub(super) async fn prune_impl(&self, before_ms: i64) -> Result<u64, StoreError> {
         compact(&self.hot, &self.writer).await?;
+        clear_log(&self.hot).await?;
         let mut pruned = 0;
         for table in ["inbox_chunks", "sent_chunks"] {
             loop {
@@ -615,79 +640,124 @@ async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg
     Ok(None)
 }
 
-/// Writes `msgs` (in id order) to `natter.db` as chunks, one per stream, and raises the
-/// counters of their users.
-async fn write_chunks(conn: &mut SqliteConnection, msgs: &[&Msg]) -> Result<(), StoreError> {
-    // Per stream, its messages in order, and per user the counters they reach.
-    let mut inbox: HashMap<&str, Vec<&Msg>> = HashMap::new();
-    let mut sent: HashMap<&str, Vec<&Msg>> = HashMap::new();
-    let mut counters: HashMap<&str, (i64, i64, i64)> = HashMap::new();
-    for m in msgs {
-        inbox.entry(&m.receiver_id).or_default().push(m);
-        sent.entry(&m.send_id).or_default().push(m);
-        counters.entry(&m.receiver_id).or_insert((0, 0, -1)).0 = m.seq;
-        let c = counters.entry(&m.send_id).or_insert((0, 0, -1));
-        c.1 = m.send_seq;
-        if !m.local_id.is_empty() {
-            c.2 = c.2.max(m.create_time);
+/// What a move writes: the chunks of each stream and the counters they raise.
+#[derive(Debug, Default)]
+struct Chunks {
+    inbox: Vec<Chunk>,
+    sent: Vec<Chunk>,
+    /// Per user: the greatest seq, send_seq and create_time (of a message with a local_id) moved.
+    counters: Vec<(String, i64, i64, i64)>,
+}
+
+/// A run of consecutive messages of one stream.
+#[derive(Debug)]
+struct Chunk {
+    user: String,
+    first: i64,
+    last: i64,
+    last_time: i64,
+    /// The create_time range of its messages with a local_id; (0, -1) when none has one.
+    created: (i64, i64),
+    body: Vec<u8>,
+}
+
+impl Chunks {
+    /// Cuts `msgs` (in id order) into one chunk per stream. Pure CPU: runs off the runtime.
+    fn of<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Chunks {
+        let mut inbox: HashMap<&str, Vec<&Msg>> = HashMap::new();
+        let mut sent: HashMap<&str, Vec<&Msg>> = HashMap::new();
+        let mut counters: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+        for m in msgs {
+            inbox.entry(&m.receiver_id).or_default().push(m);
+            sent.entry(&m.send_id).or_default().push(m);
+            counters.entry(&m.receiver_id).or_insert((0, 0, -1)).0 = m.seq;
+            let c = counters.entry(&m.send_id).or_insert((0, 0, -1));
+            c.1 = m.send_seq;
+            if !m.local_id.is_empty() {
+                c.2 = c.2.max(m.create_time);
+            }
+        }
+        let chunk = |user: &str, run: &[&Msg], cursor: fn(&Msg) -> i64| {
+            let created = run.iter().filter(|m| !m.local_id.is_empty());
+            Chunk {
+                user: user.to_owned(),
+                first: cursor(run[0]),
+                last: cursor(run[run.len() - 1]),
+                last_time: run.iter().map(|m| m.send_time).max().unwrap_or(0),
+                created: (
+                    created.clone().map(|m| m.create_time).min().unwrap_or(0),
+                    created.map(|m| m.create_time).max().unwrap_or(-1),
+                ),
+                body: pack(run.iter().copied()),
+            }
+        };
+        Chunks {
+            inbox: inbox
+                .into_iter()
+                .map(|(user, run)| chunk(user, &run, |m| m.seq))
+                .collect(),
+            sent: sent
+                .into_iter()
+                .map(|(user, run)| chunk(user, &run, |m| m.send_seq))
+                .collect(),
+            counters: counters
+                .into_iter()
+                .map(|(user, (seq, send_seq, created))| (user.to_owned(), seq, send_seq, created))
+                .collect(),
         }
     }
-    let last_time = |run: &[&Msg]| run.iter().map(|m| m.send_time).max().unwrap_or(0);
 
-    let inbox: Vec<(&str, Vec<&Msg>)> = inbox.into_iter().collect();
-    for part in inbox.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO main.inbox_chunks (user_id, first, last, last_time, body) ",
-        );
-        q.push_values(part, |mut b, (user, run)| {
-            b.push_bind(*user)
-                .push_bind(run[0].seq)
-                .push_bind(run[run.len() - 1].seq)
-                .push_bind(last_time(run))
-                .push_bind(pack(run.iter().copied()));
-        });
-        q.build().execute(&mut *conn).await?;
+    /// Inserts the chunks and raises `user_seq`.
+    async fn write(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        for part in self.inbox.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO main.inbox_chunks (user_id, first, last, last_time, body) ",
+            );
+            q.push_values(part, |mut b, c| {
+                b.push_bind(&c.user)
+                    .push_bind(c.first)
+                    .push_bind(c.last)
+                    .push_bind(c.last_time)
+                    .push_bind(&c.body);
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+        for part in self.sent.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO main.sent_chunks \
+                 (user_id, first, last, last_time, created_from, created_upto, body) ",
+            );
+            q.push_values(part, |mut b, c| {
+                b.push_bind(&c.user)
+                    .push_bind(c.first)
+                    .push_bind(c.last)
+                    .push_bind(c.last_time)
+                    .push_bind(c.created.0)
+                    .push_bind(c.created.1)
+                    .push_bind(&c.body);
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+        for part in self.counters.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO main.user_seq (user_id, seq, send_seq, created_upto) ",
+            );
+            q.push_values(part, |mut b, (user, seq, send_seq, created_upto)| {
+                b.push_bind(user)
+                    .push_bind(*seq)
+                    .push_bind(*send_seq)
+                    .push_bind(*created_upto);
+            });
+            q.push(
+                " ON CONFLICT (user_id) DO UPDATE SET \
+                 seq = MAX(user_seq.seq, excluded.seq), \
+                 send_seq = MAX(user_seq.send_seq, excluded.send_seq), \
+                 created_upto = MAX(user_seq.created_upto, excluded.created_upto)",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
     }
-    let sent: Vec<(&str, Vec<&Msg>)> = sent.into_iter().collect();
-    for part in sent.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO main.sent_chunks \
-             (user_id, first, last, last_time, created_from, created_upto, body) ",
-        );
-        q.push_values(part, |mut b, (user, run)| {
-            let created = run.iter().filter(|m| !m.local_id.is_empty());
-            let from = created.clone().map(|m| m.create_time).min();
-            let upto = created.map(|m| m.create_time).max();
-            b.push_bind(*user)
-                .push_bind(run[0].send_seq)
-                .push_bind(run[run.len() - 1].send_seq)
-                .push_bind(last_time(run))
-                .push_bind(from.unwrap_or(0))
-                .push_bind(upto.unwrap_or(-1))
-                .push_bind(pack(run.iter().copied()));
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    let counters: Vec<(&str, (i64, i64, i64))> = counters.into_iter().collect();
-    for part in counters.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO main.user_seq (user_id, seq, send_seq, created_upto) ",
-        );
-        q.push_values(part, |mut b, (user, (seq, send_seq, created_upto))| {
-            b.push_bind(*user)
-                .push_bind(*seq)
-                .push_bind(*send_seq)
-                .push_bind(*created_upto);
-        });
-        q.push(
-            " ON CONFLICT (user_id) DO UPDATE SET \
-             seq = MAX(user_seq.seq, excluded.seq), \
-             send_seq = MAX(user_seq.send_seq, excluded.send_seq), \
-             created_upto = MAX(user_seq.created_upto, excluded.created_upto)",
-        );
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
 }
 
 /// Packs the rows an older version stored in `messages` (a row per message) into chunks, a
@@ -709,7 +779,7 @@ async fn convert_rows(writer: &mut SqliteConnection) -> Result<(), StoreError> {
             .iter()
             .map(SqliteStore::row_to_msg)
             .collect::<Result<Vec<_>, _>>()?;
-        write_chunks(&mut tx, &msgs.iter().collect::<Vec<_>>()).await?;
+        Chunks::of(&msgs).write(&mut tx).await?;
         sqlx::query("DELETE FROM messages WHERE id <= ?")
             .bind(last)
             .execute(&mut *tx)
@@ -750,39 +820,47 @@ async fn lock(dir: &str) -> Result<File, StoreError> {
 }
 
 /// Moves every committed batch of the log into `natter.db`: chunks, counters and `moved.upto`
-/// in one transaction there; then the tail forgets the batches and they leave the log.
+/// in one transaction there; then the tail forgets the batches. The next append deletes them
+/// from the log in its own transaction (a statement of its own would cost an fsync that appends
+/// wait for), and the log's WAL is checkpointed here, off the append path.
 async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), StoreError> {
     let started = Instant::now();
+    let mut archive = writer.lock().await;
     let (upto, batches) = {
         let tail = hot.tail();
         let batches: Vec<Logged> = tail.batches.iter().cloned().collect();
         (tail.next_id - 1, batches)
     };
-    let mut archive = writer.lock().await;
-    let mut tx = sqlx::Connection::begin(&mut *archive).await?;
     let from: i64 = sqlx::query_scalar("SELECT upto FROM main.moved")
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *archive)
         .await?;
-    let msgs: Vec<&Msg> = batches
-        .iter()
-        .flat_map(|b| (b.first_id..).zip(b.msgs.iter()))
-        .filter(|(id, _)| *id > from && *id <= upto)
-        .map(|(_, m)| m)
-        .collect();
-    if !msgs.is_empty() {
-        write_chunks(&mut tx, &msgs).await?;
+    let mut moved = 0;
+    if upto > from {
+        let chunks = tokio::task::spawn_blocking(move || {
+            Chunks::of(
+                batches
+                    .iter()
+                    .flat_map(|b| (b.first_id..).zip(b.msgs.iter()))
+                    .filter(|(id, _)| *id > from && *id <= upto)
+                    .map(|(_, m)| m),
+            )
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        moved = chunks.inbox.iter().map(|c| c.last - c.first + 1).sum();
+        let mut tx = sqlx::Connection::begin(&mut *archive).await?;
+        chunks.write(&mut tx).await?;
         sqlx::query("UPDATE main.moved SET upto = ?")
             .bind(upto)
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
     }
-    tx.commit().await?;
     drop(archive);
 
     // natter.db has the messages and their counters: the tail forgets them (under the log
-    // connection, so no append sees half of it), and they leave the log.
-    let mut log = hot.log.lock().await;
-    let locked = Instant::now();
+    // connection, so no append sees half of it).
+    let log = hot.log.lock().await;
     {
         let mut tail = hot.tail();
         while tail
@@ -796,19 +874,32 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
         tail.counters.retain(|_, c| c.last_id > upto);
         tail.moved_upto = tail.moved_upto.max(upto);
     }
+    drop(log);
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(&hot.reads)
+        .await?;
+    if moved > 0 {
+        tracing::debug!(moved, upto, took = ?started.elapsed(), "log compacted");
+    }
+    Ok(())
+}
+
+/// Deletes the moved batches from the log now (on start, and before retention), instead of in
+/// the next append.
+async fn clear_log(hot: &Hot) -> Result<(), StoreError> {
+    let mut log = hot.log.lock().await;
+    let upto = hot.tail().moved_upto;
+    let mut tx = sqlx::Connection::begin(&mut *log).await?;
     sqlx::query("DELETE FROM log_batches WHERE first_id <= ?")
         .bind(upto)
-        .execute(&mut *log)
+        .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM message_log WHERE id <= ?")
         .bind(upto)
-        .execute(&mut *log)
+        .execute(&mut *tx)
         .await?;
-    let log_held = locked.elapsed();
-    drop(log);
-    if !msgs.is_empty() {
-        tracing::debug!(moved = msgs.len(), upto, took = ?started.elapsed(), ?log_held, "log compacted");
-    }
+    tx.commit().await?;
+    hot.tail().cleared_upto = upto;
     Ok(())
 }
 
