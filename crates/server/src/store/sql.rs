@@ -13,8 +13,8 @@ use sqlx::{
 };
 
 use super::{
-    Appended, Group, Key, Member, MyGroup, Role, SqliteStore, Store, StoreError, Stream, classify,
-    key, migrator, number, seq_demand,
+    Appended, Group, Key, Map, Member, MyGroup, Role, SqliteStore, Store, StoreError, Stream,
+    classify, key, migrator, number, seq_demand,
 };
 
 pub(super) const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, \
@@ -475,8 +475,8 @@ impl PostgresStore {
     async fn find_originals(
         conn: &mut sqlx::PgConnection,
         keyed: &[&Msg],
-    ) -> Result<HashMap<Key, Msg>, StoreError> {
-        let mut stored = HashMap::new();
+    ) -> Result<Map<Key, Msg>, StoreError> {
+        let mut stored = Map::default();
         for keyed in keyed.chunks(CHUNK) {
             // A join from the constant rows, not `(...) IN (VALUES ...)`:
             // SQLite scans the whole table for the latter, and looks up the index for this.
@@ -584,7 +584,7 @@ impl PostgresStore {
 
         // 2. Sequence numbers: one block per user, allocated atomically.
         let demand = seq_demand(batch, &fresh);
-        let mut next: HashMap<String, (i64, i64)> = HashMap::with_capacity(demand.len());
+        let mut next: Map<String, (i64, i64)> = Map::default();
         for demand in demand.chunks(CHUNK) {
             let mut q =
                 QueryBuilder::<Postgres>::new("INSERT INTO user_seq (user_id, seq, send_seq) ");

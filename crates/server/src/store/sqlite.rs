@@ -38,7 +38,7 @@
 //!   cutoff: a message can outlive the cutoff by about one move, never go before it.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     fs::File,
     path::Path,
     str::FromStr,
@@ -58,7 +58,7 @@ use sqlx::{
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use super::{
-    Appended, Key, StoreError, Stream, classify, key, migrator, number,
+    Appended, Key, Map, StoreError, Stream, classify, key, migrator, number,
     pack::{pack, unpack},
     sql::{CHUNK, COLUMNS, SQLITE_MIGRATIONS},
 };
@@ -129,9 +129,9 @@ struct Tail {
     /// The log's batches, oldest first.
     batches: VecDeque<Logged>,
     /// [`Key`] → id, for the log's messages.
-    keys: HashMap<Key, i64>,
+    keys: Map<Key, i64>,
     /// The counters of every user (or group) with a message in the log.
-    counters: HashMap<String, Counter>,
+    counters: Map<String, Counter>,
 }
 
 /// A batch in the log: its messages have the ids `first_id..first_id + msgs.len()`.
@@ -310,14 +310,14 @@ impl SqliteStore {
         //    `user_seq` (the tail has the others).
         let missing: Vec<&str> = {
             let tail = self.tail();
-            let mut seen = std::collections::HashSet::new();
+            let mut seen: HashSet<&str, foldhash::fast::RandomState> = HashSet::default();
             batch
                 .iter()
                 .flat_map(|m| [m.receiver_id.as_str(), m.send_id.as_str()])
                 .filter(|user| !tail.counters.contains_key(*user) && seen.insert(*user))
                 .collect()
         };
-        let mut archived: HashMap<String, Counter> = HashMap::with_capacity(missing.len());
+        let mut archived: Map<String, Counter> = Map::default();
         for chunk in missing.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "SELECT user_id, seq, send_seq, created_upto FROM archive.user_seq \
@@ -348,7 +348,7 @@ impl SqliteStore {
 
         // 2. Resends. A message created after every stored one of its sender (log and natter.db)
         //    is new without a lookup; the others are looked up in the tail, then in natter.db.
-        let mut stored = HashMap::new();
+        let mut stored = Map::default();
         let lookups: Vec<&Msg> = {
             let tail = self.tail();
             let mut lookups = Vec::new();
@@ -373,7 +373,7 @@ impl SqliteStore {
         let (fresh, repeat_of) = classify(batch, &stored);
 
         // 3. Sequence numbers.
-        let mut next: HashMap<String, (i64, i64)> = HashMap::new();
+        let mut next: Map<String, (i64, i64)> = Map::default();
         {
             let tail = self.tail();
             for m in batch
@@ -664,9 +664,9 @@ struct Chunk {
 impl Chunks {
     /// Cuts `msgs` (in id order) into one chunk per stream. Pure CPU: runs off the runtime.
     fn of<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Chunks {
-        let mut inbox: HashMap<&str, Vec<&Msg>> = HashMap::new();
-        let mut sent: HashMap<&str, Vec<&Msg>> = HashMap::new();
-        let mut counters: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+        let mut inbox: Map<&str, Vec<&Msg>> = Map::default();
+        let mut sent: Map<&str, Vec<&Msg>> = Map::default();
+        let mut counters: Map<&str, (i64, i64, i64)> = Map::default();
         for m in msgs {
             inbox.entry(&m.receiver_id).or_default().push(m);
             sent.entry(&m.send_id).or_default().push(m);
@@ -875,9 +875,16 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
         tail.moved_upto = tail.moved_upto.max(upto);
     }
     drop(log);
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(&hot.reads)
-        .await?;
+    // The log's WAL: most of it is copied back while appends go on; the frames appended
+    // meanwhile are copied with appends held, so the checkpoint completes and the next append
+    // starts the WAL over (a WAL that is never fully checkpointed grows for ever).
+    let checkpoint = "PRAGMA wal_checkpoint(PASSIVE)";
+    let (_, frames, copied): (i64, i64, i64) =
+        sqlx::query_as(checkpoint).fetch_one(&hot.reads).await?;
+    if copied < frames {
+        let _log = hot.log.lock().await;
+        sqlx::query(checkpoint).execute(&hot.reads).await?;
+    }
     if moved > 0 {
         tracing::debug!(moved, upto, took = ?started.elapsed(), "log compacted");
     }
