@@ -68,8 +68,20 @@ pub struct Msg {
 impl Msg {
     /// Serialises the message once; the result is shared by every device it goes to.
     pub fn encode(&self) -> String {
-        // Serialising a struct of strings, integers and a bool cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        // Room for the field names, the numbers and the strings with a little escaping, so the
+        // buffer is not grown (and copied) while writing.
+        let strings = self.send_id.len()
+            + self.receiver_id.len()
+            + self.local_id.len()
+            + self.server_id.len()
+            + self.content.len();
+        let mut out = Vec::with_capacity(256 + strings + strings / 8);
+        // Serialising a struct of strings, integers and a bool into memory cannot fail, and
+        // serde_json writes UTF-8.
+        if serde_json::to_writer(&mut out, self).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// The error reply to a client frame: `msg_type` 24, `content_type` 2, the reason in

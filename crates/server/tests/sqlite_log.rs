@@ -456,3 +456,51 @@ async fn the_next_append_deletes_what_the_compactor_moved() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Messages and several read receipts in one batch: each receipt marks what its reader read from
+/// its peer, and nothing else.
+#[tokio::test]
+async fn a_batch_with_several_receipts_stores_each_of_them() {
+    let dir = common::temp_dir("sqlite-receipts");
+    let path = dir.to_string_lossy().into_owned();
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .append(&[
+            msg(1, "a", "c", "a1"),
+            msg(2, "a", "c", "a2"),
+            msg(3, "b", "c", "b1"),
+            msg(4, "b", "c", "b2"),
+        ])
+        .await
+        .unwrap();
+    let receipt = |n: u32, peer: &str, upto: u32| Msg {
+        msg_type: msg_type::READ,
+        content: msg(upto, "", "", "").server_id,
+        ..msg(n, "c", peer, &format!("r{n}"))
+    };
+    let outcomes = store
+        .append(&[
+            receipt(5, "a", 1),
+            msg(6, "a", "c", "a3"),
+            receipt(7, "b", 4),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&outcomes), [(1, true), (5, true), (1, true)]);
+    let read: Vec<(String, bool)> = inbox(&store, "c", 0)
+        .await
+        .into_iter()
+        .map(|m| (m.1, m.2))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("m1".into(), true),
+            ("m2".into(), false),
+            ("m3".into(), true),
+            ("m4".into(), true),
+            ("m6".into(), false)
+        ]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
