@@ -504,3 +504,51 @@ async fn a_batch_with_several_receipts_stores_each_of_them() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// When moves to natter.db keep failing, the log takes messages up to its limit, then appends
+/// are refused (the senders get an error, nothing is acknowledged); once moves work again the
+/// log drains and appends are taken again, numbered on.
+#[tokio::test]
+async fn a_log_that_cannot_be_moved_refuses_appends_at_its_limit() {
+    let dir = common::temp_dir("sqlite-backlog");
+    let path = dir.to_string_lossy().into_owned();
+    let store = SqliteStore::open_with_log_limit(&path, 4).await.unwrap();
+    let mut archive = file(&dir, "natter.db").await;
+    sqlx::query("ALTER TABLE moved RENAME TO away")
+        .execute(&mut archive)
+        .await
+        .unwrap();
+    store
+        .append(&[msg(1, "a", "b", "l1"), msg(2, "a", "b", "l2")])
+        .await
+        .unwrap();
+    assert!(store.prune(0).await.is_err(), "the move fails");
+    store
+        .append(&[msg(3, "a", "b", "l3"), msg(4, "a", "b", "l4")])
+        .await
+        .unwrap();
+    match store.append(&[msg(5, "a", "b", "l5")]).await {
+        Err(natter::store::StoreError::Backlog(4)) => {}
+        other => panic!("a full log took a message: {other:?}"),
+    }
+    assert_eq!(
+        stream(&store, "b", Stream::Inbox, 0, 100).await,
+        [1, 2, 3, 4]
+    );
+
+    sqlx::query("ALTER TABLE away RENAME TO moved")
+        .execute(&mut archive)
+        .await
+        .unwrap();
+    assert_eq!(store.prune(0).await.unwrap(), 0, "the move succeeds");
+    assert_eq!(
+        seqs(&store.append(&[msg(5, "a", "b", "l5")]).await.unwrap()),
+        [(5, true)]
+    );
+    assert_eq!(count(&mut archive, "inbox_chunks").await, 1);
+    assert_eq!(
+        stream(&store, "b", Stream::Inbox, 0, 100).await,
+        [1, 2, 3, 4, 5]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

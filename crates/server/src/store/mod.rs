@@ -135,6 +135,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a storage task failed: {0}")]
     Task(String),
+    #[error("{0} messages wait in the log because moving them to natter.db keeps failing")]
+    Backlog(i64),
 }
 
 /// The storage engine. Implementations are cheap to share (`Arc<dyn Store>`).

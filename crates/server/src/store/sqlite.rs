@@ -88,6 +88,11 @@ const PRUNE_CHUNKS: i64 = 2000;
 /// Rows of the old `messages` table packed into chunks per transaction on start.
 const CONVERT_ROWS: i64 = 8192;
 
+/// Messages the log may hold (in memory too) before appends are refused with
+/// [`StoreError::Backlog`]: reached only when moves to `natter.db` keep failing (a full disk,
+/// say); about 15 s at the store's maximum rate, and ~400 MB of memory.
+const LOG_LIMIT: i64 = 1 << 20;
+
 /// How long `open` waits for another process (or a store being dropped) to let go of the files.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -114,6 +119,8 @@ struct Hot {
     /// Never held across an `.await`.
     tail: std::sync::Mutex<Tail>,
     wake: Arc<Notify>,
+    /// Messages the log may hold before appends are refused ([`LOG_LIMIT`]).
+    log_limit: i64,
     _lock: File,
 }
 
@@ -199,6 +206,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the store in the directory `dir`, moves whatever an earlier
     /// run left in the log into `natter.db`, and starts the compactor.
     pub async fn open(dir: &str) -> Result<SqliteStore, StoreError> {
+        Self::open_with_log_limit(dir, LOG_LIMIT).await
+    }
+
+    /// [`open`](Self::open) with another limit on the messages waiting in the log (tests).
+    #[doc(hidden)]
+    pub async fn open_with_log_limit(dir: &str, log_limit: i64) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Path(dir.to_owned(), e))?;
         let lock = lock(dir).await?;
         let dir_path = Path::new(dir);
@@ -282,6 +295,7 @@ impl SqliteStore {
                     ..Tail::default()
                 }),
                 wake: wake.clone(),
+                log_limit,
                 _lock: lock,
             }),
         };
@@ -305,6 +319,11 @@ impl SqliteStore {
 
     pub(super) async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
         let mut log = self.hot.log.clone().lock_owned().await;
+        let waiting = self.tail().rows();
+        if waiting >= self.hot.log_limit {
+            self.hot.wake.notify_one();
+            return Err(StoreError::Backlog(waiting));
+        }
 
         // 1. The counters of the batch's users that have no message in the log, from
         //    `user_seq` (the tail has the others).
