@@ -107,14 +107,61 @@ pub enum GroupError {
     Store(#[from] StoreError),
 }
 
+/// Member entries the membership cache holds at most (~100 bytes each): past it, other groups
+/// are dropped from the cache and read from the store again when next needed.
+const CACHE_MEMBERS: usize = 1_000_000;
+
+/// Group id → members, bounded by the member entries it holds in all.
+#[derive(Debug)]
+struct Cache {
+    groups: HashMap<String, Arc<Members>>,
+    /// Member entries in `groups`.
+    members: usize,
+    limit: usize,
+}
+
+impl Cache {
+    fn new(limit: usize) -> Cache {
+        Cache {
+            groups: HashMap::new(),
+            members: 0,
+            limit,
+        }
+    }
+
+    fn get(&self, group_id: &str) -> Option<Arc<Members>> {
+        self.groups.get(group_id).cloned()
+    }
+
+    /// Caches `members`, dropping other groups (in no particular order) while over the limit.
+    fn insert(&mut self, group_id: &str, members: Arc<Members>) {
+        self.remove(group_id);
+        while self.members + members.len() > self.limit {
+            let Some(other) = self.groups.keys().next().cloned() else {
+                break;
+            };
+            self.remove(&other);
+        }
+        self.members += members.len();
+        self.groups.insert(group_id.to_owned(), members);
+    }
+
+    fn remove(&mut self, group_id: &str) {
+        if let Some(gone) = self.groups.remove(group_id) {
+            self.members -= gone.len();
+        }
+    }
+}
+
 /// The groups service: cached membership in front of the store.
 #[derive(Debug)]
 pub struct Groups {
     store: Arc<dyn Store>,
     config: GroupsConfig,
     /// Group id → members. Refreshed (not just dropped) after every change this node makes, so
-    /// delivery always finds the current set. The lock is never held across an `.await`.
-    cache: Mutex<HashMap<String, Arc<Members>>>,
+    /// delivery always finds the current set; a group dropped to stay within [`CACHE_MEMBERS`]
+    /// is read from the store again. The lock is never held across an `.await`.
+    cache: Mutex<Cache>,
 }
 
 impl Groups {
@@ -122,7 +169,7 @@ impl Groups {
         Groups {
             store,
             config,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::new(CACHE_MEMBERS)),
         }
     }
 
@@ -130,13 +177,13 @@ impl Groups {
         &self.config
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Members>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The cached members of a group, if loaded.
     pub fn cached(&self, group_id: &str) -> Option<Arc<Members>> {
-        self.lock().get(group_id).cloned()
+        self.lock().get(group_id)
     }
 
     /// The members of a group (from the cache, else the store); `None` if there is no group.
@@ -154,7 +201,7 @@ impl Groups {
             return Ok(None);
         }
         let members = Arc::new(Members::from_rows(self.store.members(group_id).await?));
-        self.lock().insert(group_id.to_owned(), members.clone());
+        self.lock().insert(group_id, members.clone());
         Ok(Some(members))
     }
 
@@ -444,4 +491,46 @@ fn validate_user(user: &str) -> Result<(), GroupError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: usize) -> Arc<Members> {
+        Arc::new(Members::from_rows(
+            (0..n)
+                .map(|i| Member {
+                    user_id: format!("u{i}"),
+                    role: Role::Member,
+                    joined_seq: 0,
+                })
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn the_cache_drops_other_groups_to_stay_within_its_member_limit() {
+        let mut cache = Cache::new(10);
+        cache.insert("g_a", members(4));
+        cache.insert("g_b", members(4));
+        assert_eq!(cache.members, 8);
+        cache.insert("g_c", members(4));
+        assert!(cache.get("g_c").is_some(), "the group just loaded stays");
+        assert_eq!(cache.groups.len(), 2, "one of the others went");
+        assert_eq!(cache.members, 8);
+        // Replacing a group's entry counts its members once.
+        cache.insert("g_c", members(6));
+        assert_eq!(
+            cache.members,
+            cache.groups.values().map(|m| m.len()).sum::<usize>()
+        );
+        assert!(cache.members <= 10);
+        // A group larger than the limit is still cached, alone.
+        cache.insert("g_big", members(12));
+        assert_eq!(cache.groups.len(), 1);
+        assert_eq!(cache.members, 12);
+        cache.remove("g_big");
+        assert_eq!((cache.groups.len(), cache.members), (0, 0));
+    }
 }
