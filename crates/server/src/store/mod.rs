@@ -1,15 +1,15 @@
 //! Durable messages: the [`Store`] trait and its two implementations, SQLite (the embedded
-//! default) and PostgreSQL (for the cluster), over one schema.
+//! default) and PostgreSQL (for the cluster).
 //!
 //! The write path is [`Store::append`]: one transaction for a whole batch (group commit). In it,
 //! the batch is checked against earlier messages with the same `(send_id, create_time,
 //! local_id)` (an idempotent resend returns the original), sequence numbers are allocated per
-//! user in one upsert of the `user_seq` counters (a block per user, so concurrent writers on several nodes
-//! never hand out the same number and never skip one), the rows are inserted in one statement,
-//! and read receipts mark messages read.
+//! user (PostgreSQL: one upsert of the `user_seq` counters, a block per user, so concurrent
+//! writers on several nodes never hand out the same number and never skip one; SQLite, the only
+//! writer of its files: counters in memory), the messages are stored, and read receipts recorded.
 //!
-//! Both implementations share their SQL through the `sql_store!` macro: the statements are
-//! portable, only the driver types differ.
+//! PostgreSQL stores a row per message; SQLite packs them into per-stream chunks (sqlite.rs).
+//! Groups and counters share their SQL through the `sql_store!` macro (sql.rs).
 
 mod pack;
 mod sql;

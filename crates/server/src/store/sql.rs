@@ -1,6 +1,7 @@
-//! The SQL of both stores. The statements are portable between SQLite and PostgreSQL (upsert
-//! with `RETURNING`, row values, partial indexes); `sql_store!` instantiates them for each driver
-//! so the logic is written once. Placeholders come from sqlx's `QueryBuilder`.
+//! The SQL both stores share (groups, counters, row decoding), portable between SQLite and
+//! PostgreSQL (upsert with `RETURNING`, row values); `sql_store!` instantiates it for each driver
+//! so the logic is written once. Placeholders come from sqlx's `QueryBuilder`. Below the macro,
+//! PostgreSQL's message path: a row per message in `messages` (SQLite's is in sqlite.rs).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -102,8 +103,8 @@ impl PostgresStore {
     }
 }
 
-/// Instantiates the stores' shared SQL for one driver: row decoding, the message statements both
-/// message paths use, groups, and the `Store` impl. Each store brings `writer()` (the connection
+/// Instantiates the stores' shared SQL for one driver: row decoding, the stored counters,
+/// groups, and the `Store` impl. Each store brings `writer()` (the connection
 /// writes go through), `append_batch`, `after_impl`, `cursors_impl`, `prune_impl` and
 /// `group_seq_floor`.
 macro_rules! sql_store {
