@@ -155,7 +155,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             duration,
             random_ids,
         } => {
-            RANDOM_IDS.store(random_ids, std::sync::atomic::Ordering::Relaxed);
             let cfg = PairsConfig {
                 pairs,
                 window: window.max(1),
@@ -164,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 slow,
                 size,
                 duration: Duration::from_secs(duration),
+                random_ids,
             };
             run_pairs(&net, cfg).await
         }
@@ -340,6 +340,7 @@ struct PairsConfig {
     slow: usize,
     size: usize,
     duration: Duration,
+    random_ids: bool,
 }
 
 const WARMUP: Duration = Duration::from_secs(1);
@@ -379,6 +380,8 @@ struct Run {
     /// Acks read by senders, after warm-up, and their latency (send → ack).
     acked: AtomicU64,
     ack_latency: Mutex<Histogram<u64>>,
+    /// `local_id`s that look like random UUIDs (`pairs --random-ids`).
+    random_ids: bool,
 }
 
 impl Run {
@@ -400,12 +403,10 @@ fn run_tag() -> &'static str {
     })
 }
 
-/// Set by `pairs --random-ids`.
-static RANDOM_IDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn message(to: &str, seq: u64, at_micros: u64, content: &str) -> Message {
-    let tag = run_tag();
-    let local_id = if RANDOM_IDS.load(std::sync::atomic::Ordering::Relaxed) {
+/// Message `seq` of a sender, created now.
+fn message(run: &Run, to: &str, seq: u64, content: &str) -> Message {
+    let at_micros = run.micros();
+    let local_id = if run.random_ids {
         // Unique per sender (the first half is a bijection of the sequence number) and scattered.
         let mixed = |x: u64| {
             let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -414,7 +415,7 @@ fn message(to: &str, seq: u64, at_micros: u64, content: &str) -> Message {
         };
         format!("{:016x}{:016x}", mixed(seq), mixed(at_micros))
     } else {
-        format!("{tag}-{seq}")
+        format!("{}-{seq}", run_tag())
     };
     Message::text(format!(
         r#"{{"receiver_id":"{to}","local_id":"{local_id}","create_time":{at_micros},"content":"{content}"}}"#
@@ -443,6 +444,7 @@ async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()> {
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         acked: AtomicU64::new(0),
         ack_latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        random_ids: cfg.random_ids,
     });
     let content = "x".repeat(cfg.size);
     let mut n = 0;
@@ -630,7 +632,7 @@ async fn send(
             while pair.in_flight(devices, acked) < window {
                 seq += 1;
                 pair.sent.fetch_add(1, Ordering::Relaxed);
-                ws.feed(message(&to, seq, run.micros(), &content)).await?;
+                ws.feed(message(&run, &to, seq, &content)).await?;
             }
             ws.flush().await?;
         }
@@ -638,7 +640,7 @@ async fn send(
             _ = async { tick.as_mut().unwrap().tick().await }, if tick.is_some() && !stopping => {
                 seq += 1;
                 pair.sent.fetch_add(1, Ordering::Relaxed);
-                ws.send(message(&to, seq, run.micros(), &content)).await?;
+                ws.send(message(&run, &to, seq, &content)).await?;
                 continue;
             }
             () = pair.progress.notified(), if tick.is_none() && !stopping => continue,

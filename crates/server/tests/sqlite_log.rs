@@ -9,6 +9,13 @@ mod common;
 use natter::store::{Appended, SqliteStore, Store, Stream};
 use natter_protocol::{Msg, msg_type};
 
+/// A new directory for a store: the directory, and its path as `SqliteStore::open` takes it.
+fn fresh_dir(name: &str) -> (std::path::PathBuf, String) {
+    let dir = common::temp_dir(name);
+    let path = dir.to_string_lossy().into_owned();
+    (dir, path)
+}
+
 /// A stamped message as the gateway hands it to the store; `n` orders the server ids.
 fn msg(n: u32, from: &str, to: &str, local_id: &str) -> Msg {
     Msg {
@@ -44,8 +51,7 @@ async fn inbox(store: &SqliteStore, user: &str, after: i64) -> Vec<(i64, String,
 
 #[tokio::test]
 async fn answers_are_the_same_in_the_log_and_in_the_indexed_table_and_after_a_restart() {
-    let dir = common::temp_dir("sqlite-log");
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = fresh_dir("sqlite-log");
     let store = SqliteStore::open(&path).await.unwrap();
 
     // l1..l3 are moved to natter.db; l4, l5 stay in the log.
@@ -143,8 +149,7 @@ async fn answers_are_the_same_in_the_log_and_in_the_indexed_table_and_after_a_re
 
 #[tokio::test]
 async fn a_second_store_on_the_same_directory_waits_for_the_first() {
-    let dir = common::temp_dir("sqlite-lock");
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = fresh_dir("sqlite-lock");
     let first = SqliteStore::open(&path).await.unwrap();
     first.append(&[msg(1, "a", "b", "l1")]).await.unwrap();
 
@@ -167,8 +172,7 @@ async fn a_second_store_on_the_same_directory_waits_for_the_first() {
 /// clock) is looked up in whichever file holds the sender's messages, also after a restart.
 #[tokio::test]
 async fn resends_are_recognised_by_create_time_and_local_id_in_either_file() {
-    let dir = common::temp_dir("sqlite-created");
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = fresh_dir("sqlite-created");
     let at = |n: u32, local_id: &str, create_time: i64| Msg {
         create_time,
         ..msg(n, "a", "b", local_id)
@@ -254,8 +258,7 @@ async fn stream(store: &SqliteStore, user: &str, s: Stream, after: i64, limit: u
 /// cursor, is the same as if they were one list; retention deletes whole chunks, oldest first.
 #[tokio::test]
 async fn pages_cross_chunk_boundaries_and_retention_takes_whole_chunks() {
-    let dir = common::temp_dir("sqlite-chunks");
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = fresh_dir("sqlite-chunks");
     let store = SqliteStore::open(&path).await.unwrap();
     // Five moves of ten, then five in the log.
     for start in (1..=55u32).step_by(5) {
@@ -308,8 +311,7 @@ async fn pages_cross_chunk_boundaries_and_retention_takes_whole_chunks() {
 /// log leaves them in both files: the next start must not store them twice.
 #[tokio::test]
 async fn a_move_is_applied_once_even_if_the_log_kept_its_batches() {
-    let dir = common::temp_dir("sqlite-replay");
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = fresh_dir("sqlite-replay");
     let store = SqliteStore::open(&path).await.unwrap();
     let batch = [msg(1, "a", "b", "l1"), msg(2, "a", "b", "l2")];
     store.append(&batch).await.unwrap();
@@ -343,8 +345,7 @@ async fn a_move_is_applied_once_even_if_the_log_kept_its_batches() {
 /// `message_log`) are packed into chunks on start and answer as before.
 #[tokio::test]
 async fn rows_an_older_version_stored_are_packed_into_chunks_on_start() {
-    let dir = common::temp_dir("sqlite-convert");
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = fresh_dir("sqlite-convert");
     drop(SqliteStore::open(&path).await.unwrap());
     let row = |table: &str, id: i64| {
         format!(
@@ -409,8 +410,7 @@ async fn rows_an_older_version_stored_are_packed_into_chunks_on_start() {
 /// append's transaction.
 #[tokio::test]
 async fn the_next_append_deletes_what_the_compactor_moved() {
-    let dir = common::temp_dir("sqlite-clear");
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = fresh_dir("sqlite-clear");
     let store = SqliteStore::open(&path).await.unwrap();
     store
         .append(&[msg(1, "a", "b", "l1"), msg(2, "a", "b", "l2")])
@@ -461,8 +461,7 @@ async fn the_next_append_deletes_what_the_compactor_moved() {
 /// its peer, and nothing else.
 #[tokio::test]
 async fn a_batch_with_several_receipts_stores_each_of_them() {
-    let dir = common::temp_dir("sqlite-receipts");
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = fresh_dir("sqlite-receipts");
     let store = SqliteStore::open(&path).await.unwrap();
     store
         .append(&[
@@ -510,8 +509,7 @@ async fn a_batch_with_several_receipts_stores_each_of_them() {
 /// log drains and appends are taken again, numbered on.
 #[tokio::test]
 async fn a_log_that_cannot_be_moved_refuses_appends_at_its_limit() {
-    let dir = common::temp_dir("sqlite-backlog");
-    let path = dir.to_string_lossy().into_owned();
+    let (dir, path) = fresh_dir("sqlite-backlog");
     let store = SqliteStore::open_with_log_limit(&path, 4).await.unwrap();
     let mut archive = file(&dir, "natter.db").await;
     sqlx::query("ALTER TABLE moved RENAME TO away")

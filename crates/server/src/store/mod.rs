@@ -273,9 +273,10 @@ fn seq_demand(batch: &[Msg], fresh: &[bool]) -> Vec<(String, i64, i64)> {
 
 /// What makes a message the same message when it is sent again: `(send_id, create_time,
 /// local_id)`, all three set by the sending client (a resend repeats the message as it was).
-/// Keeping `create_time` in the key orders a sender's keys by time, so the idempotency index
-/// grows at its end whatever the client's `local_id`s look like (random UUIDs included), and a
-/// message newer than everything its sender had stored needs no lookup at all.
+/// Keeping `create_time` in the key orders a sender's keys by time: PostgreSQL's idempotency
+/// index grows at its end whatever the client's `local_id`s look like (random UUIDs included),
+/// and SQLite needs no lookup for a message newer than everything its sender had stored (older
+/// ones are found through the create_time ranges of the sender's sent chunks).
 type Key = (String, i64, String);
 
 /// The maps of the message path, hashed with foldhash (already in the tree, through hashbrown)

@@ -423,10 +423,7 @@ impl SqliteStore {
         };
         let mut tx = sqlx::Connection::begin(&mut *log).await?;
         if let Some(upto) = clear {
-            sqlx::query("DELETE FROM log_batches WHERE first_id <= ?")
-                .bind(upto)
-                .execute(&mut *tx)
-                .await?;
+            delete_moved(&mut tx, upto).await?;
         }
         sqlx::query("INSERT INTO log_batches (first_id, count, body) VALUES (?, ?, ?)")
             .bind(first_id)
@@ -916,16 +913,22 @@ async fn clear_log(hot: &Hot) -> Result<(), StoreError> {
     let mut log = hot.log.lock().await;
     let upto = hot.tail().moved_upto;
     let mut tx = sqlx::Connection::begin(&mut *log).await?;
-    sqlx::query("DELETE FROM log_batches WHERE first_id <= ?")
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
+    delete_moved(&mut tx, upto).await?;
     sqlx::query("DELETE FROM message_log WHERE id <= ?")
         .bind(upto)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     hot.tail().cleared_upto = upto;
+    Ok(())
+}
+
+/// Deletes the log's batches up to the message id `upto` (all moved to `natter.db`).
+async fn delete_moved(log: &mut SqliteConnection, upto: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM log_batches WHERE first_id <= ?")
+        .bind(upto)
+        .execute(log)
+        .await?;
     Ok(())
 }
 
