@@ -592,3 +592,121 @@ async fn the_logs_wal_stays_small_under_steady_appends() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A client that leaves create_time at 0 (as the tutorial's example JSON does), and one whose
+/// clock went back: their resends are still recognised once the originals are in natter.db,
+/// through `sent_keys`, and the sent chunks' create_time ranges never overlap, so a lookup reads
+/// at most one chunk instead of all of the sender's (which stalled every commit behind it).
+#[tokio::test]
+async fn resends_of_messages_created_out_of_order_are_found_by_key() {
+    let (dir, path) = fresh_dir("sqlite-keys");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let at = |n: u32, from: &str, create_time: i64| Msg {
+        create_time,
+        ..msg(n, from, "r", &format!("{from}{n}"))
+    };
+    // z: create_time 0 always, in three moves; y: 100, 200, 150 (clock back), 300.
+    let mut n = 0;
+    for _ in 0..3 {
+        let batch: Vec<Msg> = (0..10)
+            .map(|_| {
+                n += 1;
+                at(n, "z", 0)
+            })
+            .collect();
+        store.append(&batch).await.unwrap();
+        assert_eq!(store.prune(0).await.unwrap(), 0);
+    }
+    for (i, t) in [100, 200, 150, 300].into_iter().enumerate() {
+        store.append(&[at(31 + i as u32, "y", t)]).await.unwrap();
+        assert_eq!(store.prune(0).await.unwrap(), 0);
+    }
+
+    let mut archive = file(&dir, "natter.db").await;
+    let candidates = |user: &'static str, t: i64| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sent_chunks \
+             WHERE user_id = ?1 AND created_upto >= ?2 AND created_from <= ?2",
+        )
+        .bind(user)
+        .bind(t)
+    };
+    assert_eq!(
+        candidates("z", 0).fetch_one(&mut archive).await.unwrap(),
+        1,
+        "only z's first message is in a create_time range"
+    );
+    for t in [100, 150, 200, 300] {
+        assert!(candidates("y", t).fetch_one(&mut archive).await.unwrap() <= 1);
+    }
+    let keys: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT user_id, create_time, local_id FROM sent_keys ORDER BY user_id, local_id",
+    )
+    .fetch_all(&mut archive)
+    .await
+    .unwrap();
+    assert_eq!(keys.len(), 30, "{keys:?}");
+    assert_eq!(keys[0], ("y".into(), 150, "y33".into()));
+    assert!(
+        keys[1..]
+            .iter()
+            .all(|k| k.0 == "z" && k.1 == 0 && k.2 != "z1")
+    );
+
+    // Resends of each kind, all from natter.db, and two new messages.
+    let resent = store
+        .append(&[
+            at(40, "z", 0),
+            at(41, "z", 0),
+            at(42, "y", 150),
+            at(43, "y", 200),
+            Msg {
+                local_id: "z1".into(),
+                ..at(44, "z", 0)
+            },
+            Msg {
+                local_id: "z17".into(),
+                ..at(45, "z", 0)
+            },
+            Msg {
+                local_id: "z30".into(),
+                ..at(46, "z", 0)
+            },
+            Msg {
+                local_id: "y33".into(),
+                ..at(47, "y", 150)
+            },
+            Msg {
+                local_id: "y32".into(),
+                ..at(48, "y", 200)
+            },
+        ])
+        .await
+        .unwrap();
+    let sends: Vec<(i64, bool)> = resent
+        .iter()
+        .map(|o| match o {
+            Appended::New { send_seq, .. } => (*send_seq, true),
+            Appended::Duplicate(m) => (m.send_seq, false),
+        })
+        .collect();
+    assert_eq!(
+        sends,
+        [
+            (31, true),
+            (32, true),
+            (5, true),
+            (6, true),
+            (1, false),
+            (17, false),
+            (30, false),
+            (3, false),
+            (2, false)
+        ]
+    );
+
+    // Retention takes the keys with their chunks.
+    store.prune(i64::MAX).await.unwrap();
+    assert_eq!(count(&mut archive, "sent_keys").await, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}

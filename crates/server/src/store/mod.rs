@@ -276,7 +276,7 @@ fn seq_demand(batch: &[Msg], fresh: &[bool]) -> Vec<(String, i64, i64)> {
 /// Keeping `create_time` in the key orders a sender's keys by time: PostgreSQL's idempotency
 /// index grows at its end whatever the client's `local_id`s look like (random UUIDs included),
 /// and SQLite needs no lookup for a message newer than everything its sender had stored (older
-/// ones are found through the create_time ranges of the sender's sent chunks).
+/// ones are found through the create_time ranges of the sender's sent chunks, or `sent_keys`).
 type Key = (String, i64, String);
 
 /// The maps of the message path, hashed with foldhash (already in the tree, through hashbrown)

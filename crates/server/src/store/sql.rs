@@ -55,6 +55,11 @@ pub(super) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "chunks",
         include_str!("../../migrations/sqlite/0004_chunks.sql"),
     ),
+    (
+        5,
+        "sent_keys",
+        include_str!("../../migrations/sqlite/0005_sent_keys.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (

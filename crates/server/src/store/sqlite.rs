@@ -29,7 +29,9 @@
 //!   committing connection, checkpoints the log's WAL.
 //! - A resend is looked up only if its `create_time` is at or below its sender's
 //!   `created_upto` (tail, else `user_seq`), which a move raises in the same transaction as the
-//!   chunks it writes; in `natter.db` it is found through the sent chunks' create_time ranges.
+//!   chunks it writes; in `natter.db` it is found through the one sent chunk whose create_time
+//!   range holds it, or by its key in `sent_keys` (a range covers only messages created after
+//!   all their sender's stored ones; the rest are keyed, see [`Chunks::of`]).
 //! - A reader takes the tail's batches before reading `natter.db`: a batch gone from the tail by
 //!   then was moved before, so `natter.db` has it; a message seen in both is taken once.
 //! - Read receipts are read marks (reader, peer, up to server_id) in the hot file; `is_read` is
@@ -613,10 +615,18 @@ impl SqliteStore {
                 let Some(&(upto, _, _)) = old.checked_sub(1).map(|i| &rows[i]) else {
                     break;
                 };
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 sqlx::query(&format!("DELETE FROM {table} WHERE id <= ?"))
                     .bind(upto)
-                    .execute(&mut *writer)
+                    .execute(&mut *tx)
                     .await?;
+                if table == "sent_chunks" {
+                    sqlx::query("DELETE FROM sent_keys WHERE chunk <= ?")
+                        .bind(upto)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
                 if table == "inbox_chunks" {
                     pruned += rows[..old].iter().map(|r| r.2 as u64).sum::<u64>();
                 }
@@ -634,23 +644,29 @@ impl SqliteStore {
     }
 }
 
-/// The original in `natter.db` of a message sent again: looked for in its sender's sent chunks
-/// whose create_time range holds its `create_time`.
+/// The original in `natter.db` of a message sent again: looked for in its sender's sent chunk
+/// whose create_time range holds its `create_time` (at most one: the ranges cover only messages
+/// created in order, see [`Chunks::of`]), then by its key in `sent_keys` (the others).
 async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg>, StoreError> {
-    let mut rows = sqlx::query(
+    let wanted = key(m);
+    for sql in [
         "SELECT body FROM archive.sent_chunks \
          WHERE user_id = ?1 AND created_upto >= ?2 AND created_from <= ?2",
-    )
-    .bind(&m.send_id)
-    .bind(m.create_time)
-    .fetch(&mut *log);
-    let wanted = key(m);
-    while let Some(row) = rows.try_next().await? {
-        let found = unpack(row.try_get::<&[u8], _>(0)?)?
-            .into_iter()
-            .find(|s| !s.local_id.is_empty() && key(s) == wanted);
-        if found.is_some() {
-            return Ok(found);
+        "SELECT c.body FROM archive.sent_keys k JOIN archive.sent_chunks c ON c.id = k.chunk \
+         WHERE k.user_id = ?1 AND k.create_time = ?2 AND k.local_id = ?3",
+    ] {
+        let mut rows = sqlx::query(sql)
+            .bind(&m.send_id)
+            .bind(m.create_time)
+            .bind(&m.local_id)
+            .fetch(&mut *log);
+        while let Some(row) = rows.try_next().await? {
+            let found = unpack(row.try_get::<&[u8], _>(0)?)?
+                .into_iter()
+                .find(|s| !s.local_id.is_empty() && key(s) == wanted);
+            if found.is_some() {
+                return Ok(found);
+            }
         }
     }
     Ok(None)
@@ -672,14 +688,24 @@ struct Chunk {
     first: i64,
     last: i64,
     last_time: i64,
-    /// The create_time range of its messages with a local_id; (0, -1) when none has one.
+    /// Sent chunks: the create_time range of its messages created in order (see
+    /// [`Chunks::of`]); (0, -1) when it has none.
     created: (i64, i64),
+    /// Sent chunks: the (create_time, local_id) of its other messages with a local_id.
+    keys: Vec<(i64, String)>,
     body: Vec<u8>,
 }
 
 impl Chunks {
     /// Cuts `msgs` (in id order) into one chunk per stream. Pure CPU: runs off the runtime.
-    fn of<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Chunks {
+    ///
+    /// `created_upto` holds, for senders of `msgs`, the greatest create_time of their messages
+    /// with a local_id stored before (absent: none). A message created after all of them, and
+    /// after its sender's earlier messages here, is *in order*: those create_times only grow,
+    /// so the sent chunks' ranges of them never overlap and a resend's lookup reads at most one
+    /// chunk. The others go in the chunk's `keys` (`sent_keys`), or every lookup of a client
+    /// that leaves create_time at 0 would read all of its chunks.
+    fn of<'a>(msgs: impl IntoIterator<Item = &'a Msg>, created_upto: &Map<String, i64>) -> Chunks {
         let mut inbox: Map<&str, Vec<&Msg>> = Map::default();
         let mut sent: Map<&str, Vec<&Msg>> = Map::default();
         let mut counters: Map<&str, (i64, i64, i64)> = Map::default();
@@ -693,19 +719,30 @@ impl Chunks {
                 c.2 = c.2.max(m.create_time);
             }
         }
-        let chunk = |user: &str, run: &[&Msg], cursor: fn(&Msg) -> i64| {
-            let created = run.iter().filter(|m| !m.local_id.is_empty());
-            Chunk {
-                user: user.to_owned(),
-                first: cursor(run[0]),
-                last: cursor(run[run.len() - 1]),
-                last_time: run.iter().map(|m| m.send_time).max().unwrap_or(0),
-                created: (
-                    created.clone().map(|m| m.create_time).min().unwrap_or(0),
-                    created.map(|m| m.create_time).max().unwrap_or(-1),
-                ),
-                body: pack(run.iter().copied()),
+        let chunk = |user: &str, run: &[&Msg], cursor: fn(&Msg) -> i64| Chunk {
+            user: user.to_owned(),
+            first: cursor(run[0]),
+            last: cursor(run[run.len() - 1]),
+            last_time: run.iter().map(|m| m.send_time).max().unwrap_or(0),
+            created: (0, -1),
+            keys: Vec::new(),
+            body: pack(run.iter().copied()),
+        };
+        let sent_chunk = |user: &str, run: &[&Msg]| {
+            let mut c = chunk(user, run, |m| m.send_seq);
+            let mut upto = created_upto.get(user).copied().unwrap_or(-1);
+            for m in run.iter().filter(|m| !m.local_id.is_empty()) {
+                if m.create_time > upto {
+                    if c.created.1 < c.created.0 {
+                        c.created.0 = m.create_time;
+                    }
+                    c.created.1 = m.create_time;
+                    upto = m.create_time;
+                } else {
+                    c.keys.push((m.create_time, m.local_id.clone()));
+                }
             }
+            c
         };
         Chunks {
             inbox: inbox
@@ -714,7 +751,7 @@ impl Chunks {
                 .collect(),
             sent: sent
                 .into_iter()
-                .map(|(user, run)| chunk(user, &run, |m| m.send_seq))
+                .map(|(user, run)| sent_chunk(user, &run))
                 .collect(),
             counters: counters
                 .into_iter()
@@ -738,19 +775,45 @@ impl Chunks {
             });
             q.build().execute(&mut *conn).await?;
         }
-        for part in self.sent.chunks(CHUNK) {
+        // Ids given here, so that the keys can name their chunk (this connection is the only
+        // writer).
+        let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM main.sent_chunks")
+            .fetch_one(&mut *conn)
+            .await?;
+        let ids = (base + 1..).zip(&self.sent);
+        for part in ids.clone().collect::<Vec<_>>().chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO main.sent_chunks \
-                 (user_id, first, last, last_time, created_from, created_upto, body) ",
+                 (id, user_id, first, last, last_time, created_from, created_upto, body) ",
             );
-            q.push_values(part, |mut b, c| {
-                b.push_bind(&c.user)
+            q.push_values(part, |mut b, (id, c)| {
+                b.push_bind(*id)
+                    .push_bind(&c.user)
                     .push_bind(c.first)
                     .push_bind(c.last)
                     .push_bind(c.last_time)
                     .push_bind(c.created.0)
                     .push_bind(c.created.1)
                     .push_bind(&c.body);
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+        let keys: Vec<(i64, &str, i64, &str)> = ids
+            .flat_map(|(id, c)| {
+                c.keys
+                    .iter()
+                    .map(move |(t, l)| (id, c.user.as_str(), *t, l.as_str()))
+            })
+            .collect();
+        for part in keys.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO main.sent_keys (chunk, user_id, create_time, local_id) ",
+            );
+            q.push_values(part, |mut b, (id, user, t, local_id)| {
+                b.push_bind(*id)
+                    .push_bind(*user)
+                    .push_bind(*t)
+                    .push_bind(*local_id);
             });
             q.build().execute(&mut *conn).await?;
         }
@@ -795,7 +858,8 @@ async fn convert_rows(writer: &mut SqliteConnection) -> Result<(), StoreError> {
             .iter()
             .map(SqliteStore::row_to_msg)
             .collect::<Result<Vec<_>, _>>()?;
-        Chunks::of(&msgs).write(&mut tx).await?;
+        let created = created_upto(&mut tx, &msgs.iter().collect::<Vec<_>>()).await?;
+        Chunks::of(&msgs, &created).write(&mut tx).await?;
         sqlx::query("DELETE FROM messages WHERE id <= ?")
             .bind(last)
             .execute(&mut *tx)
@@ -807,6 +871,47 @@ async fn convert_rows(writer: &mut SqliteConnection) -> Result<(), StoreError> {
             "stored messages packed into chunks"
         );
     }
+}
+
+/// The logged messages with ids in `from + 1..=upto`, in id order.
+fn between(batches: &[Logged], from: i64, upto: i64) -> Vec<&Msg> {
+    batches
+        .iter()
+        .flat_map(|b| (b.first_id..).zip(b.msgs.iter()))
+        .filter(|(id, _)| *id > from && *id <= upto)
+        .map(|(_, m)| m)
+        .collect()
+}
+
+/// `user_seq.created_upto` in `natter.db` of the senders of `msgs`' messages with a local_id
+/// (absent: nothing of theirs with a local_id is stored there).
+async fn created_upto(
+    conn: &mut SqliteConnection,
+    msgs: &[&Msg],
+) -> Result<Map<String, i64>, StoreError> {
+    let senders: HashSet<&str, foldhash::fast::RandomState> = msgs
+        .iter()
+        .filter(|m| !m.local_id.is_empty())
+        .map(|m| m.send_id.as_str())
+        .collect();
+    let senders: Vec<&str> = senders.into_iter().collect();
+    let mut out = Map::default();
+    for part in senders.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT user_id, created_upto FROM main.user_seq WHERE user_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for user in part {
+            list.push_bind(*user);
+        }
+        q.push(")");
+        out.extend(
+            q.build_query_as::<(String, i64)>()
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+    }
+    Ok(out)
 }
 
 /// Takes `natter.lock` in `dir`, waiting up to [`LOCK_WAIT`] for another holder to let go.
@@ -852,14 +957,9 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
         .await?;
     let mut moved = 0;
     if upto > from {
+        let created = created_upto(&mut archive, &between(&batches, from, upto)).await?;
         let chunks = tokio::task::spawn_blocking(move || {
-            Chunks::of(
-                batches
-                    .iter()
-                    .flat_map(|b| (b.first_id..).zip(b.msgs.iter()))
-                    .filter(|(id, _)| *id > from && *id <= upto)
-                    .map(|(_, m)| m),
-            )
+            Chunks::of(between(&batches, from, upto), &created)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?;
