@@ -2,80 +2,153 @@
 //! chunk of an inbox or sent stream in `natter.db`): one blob per many messages instead of a row
 //! and index entries per message.
 //!
-//! Format: a version byte, then each message as its strings (`server_id`, `send_id`,
-//! `receiver_id`, `local_id`, `content`; each a LEB128 length and UTF-8 bytes) and its numbers
-//! (`seq`, `send_seq`, `create_time`, `send_time`, `msg_type`, `content_type`; zigzag LEB128).
-//! `is_read` is not stored: SQLite derives it from the read marks.
+//! Format: a version byte, then the messages, each as its strings (`server_id`, `send_id`,
+//! `receiver_id`, `local_id`, `content`) and its numbers (`seq`, `send_seq`, `create_time`,
+//! `send_time`, `msg_type`, `content_type`; zigzag LEB128). `is_read` is not stored: SQLite
+//! derives it from the read marks.
+//! - Version 1: every string as a LEB128 length and its UTF-8 bytes, every number in full.
+//! - Version 2 (written since): each field relative to the message before it in the blob. A
+//!   string is a LEB128 tag: 0 = the same as the message before's, 1 = a UUID in canonical
+//!   lowercase form, as its 16 bytes, n >= 2 = n - 2 UTF-8 bytes follow. The first four numbers
+//!   are differences from the message before's (wrapping). In a chunk the owner's id repeats, seq
+//!   and send_seq mostly step by one and the times by little, and server ids are UUIDs: a
+//!   message takes about half the bytes of version 1, and so do the pages SQLite writes.
 
 use natter_protocol::Msg;
 
 use super::StoreError;
 
-const VERSION: u8 = 1;
+/// Every field in full.
+const V1: u8 = 1;
+/// Fields relative to the message before.
+const V2: u8 = 2;
+
+/// String tags of version 2.
+const SAME: u64 = 0;
+const UUID: u64 = 1;
+const BYTES: u64 = 2;
 
 /// `msgs` as one blob.
 pub(super) fn pack<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    out.push(VERSION);
+    out.push(V2);
+    let empty = Msg::default();
+    let mut prev = &empty;
     for m in msgs {
-        for s in [
-            &m.server_id,
-            &m.send_id,
-            &m.receiver_id,
-            &m.local_id,
-            &m.content,
+        for (s, before) in [
+            (&m.server_id, &prev.server_id),
+            (&m.send_id, &prev.send_id),
+            (&m.receiver_id, &prev.receiver_id),
+            (&m.local_id, &prev.local_id),
+            (&m.content, &prev.content),
         ] {
-            put_uint(&mut out, s.len() as u64);
-            out.extend_from_slice(s.as_bytes());
+            if s == before {
+                put_uint(&mut out, SAME);
+            } else if let Some(bytes) = uuid_bytes(s) {
+                put_uint(&mut out, UUID);
+                out.extend_from_slice(&bytes);
+            } else {
+                put_uint(&mut out, s.len() as u64 + BYTES);
+                out.extend_from_slice(s.as_bytes());
+            }
         }
         for n in [
-            m.seq,
-            m.send_seq,
-            m.create_time,
-            m.send_time,
+            m.seq.wrapping_sub(prev.seq),
+            m.send_seq.wrapping_sub(prev.send_seq),
+            m.create_time.wrapping_sub(prev.create_time),
+            m.send_time.wrapping_sub(prev.send_time),
             i64::from(m.msg_type),
             i64::from(m.content_type),
         ] {
-            put_uint(&mut out, ((n << 1) ^ (n >> 63)) as u64);
+            put_int(&mut out, n);
         }
+        prev = m;
     }
     out
 }
 
-/// The messages of a blob made by [`pack`].
+/// The messages of a blob made by [`pack`] (either version).
 pub(super) fn unpack(blob: &[u8]) -> Result<Vec<Msg>, StoreError> {
     let mut r = Reader { blob, at: 1 };
-    match blob.first() {
-        Some(&VERSION) => {}
+    let relative = match blob.first() {
+        Some(&V1) => false,
+        Some(&V2) => true,
         other => return Err(corrupt(format!("unknown blob version {other:?}"))),
-    }
-    let mut msgs = Vec::new();
+    };
+    let mut msgs: Vec<Msg> = Vec::new();
+    let empty = Msg::default();
     while r.at < blob.len() {
-        let server_id = r.string()?;
-        let send_id = r.string()?;
-        let receiver_id = r.string()?;
-        let local_id = r.string()?;
-        let content = r.string()?;
-        msgs.push(Msg {
+        let prev = msgs.last().unwrap_or(&empty);
+        let server_id = r.field(relative, &prev.server_id)?;
+        let send_id = r.field(relative, &prev.send_id)?;
+        let receiver_id = r.field(relative, &prev.receiver_id)?;
+        let local_id = r.field(relative, &prev.local_id)?;
+        let content = r.field(relative, &prev.content)?;
+        let m = Msg {
             server_id,
             send_id,
             receiver_id,
             local_id,
             content,
-            seq: r.int()?,
-            send_seq: r.int()?,
-            create_time: r.int()?,
-            send_time: r.int()?,
+            seq: r.number(relative, prev.seq)?,
+            send_seq: r.number(relative, prev.send_seq)?,
+            create_time: r.number(relative, prev.create_time)?,
+            send_time: r.number(relative, prev.send_time)?,
             msg_type: r.small()?,
             content_type: r.small()?,
             is_read: false,
-        });
+        };
+        msgs.push(m);
     }
     Ok(msgs)
 }
 
 fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
+}
+
+/// The 16 bytes of `s` if it is a UUID in canonical lowercase form (what [`uuid_string`] gives
+/// back exactly).
+fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+    let s = s.as_bytes();
+    if s.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut nibbles = 0;
+    for (at, &c) in s.iter().enumerate() {
+        if matches!(at, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let v = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        out[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
+        nibbles += 1;
+    }
+    Some(out)
+}
+
+fn uuid_string(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+fn put_int(out: &mut Vec<u8>, n: i64) {
+    put_uint(out, ((n << 1) ^ (n >> 63)) as u64);
 }
 
 fn put_uint(out: &mut Vec<u8>, mut n: u64) {
@@ -116,16 +189,39 @@ impl Reader<'_> {
         i32::try_from(self.int()?).map_err(|_| corrupt("type out of range".into()))
     }
 
-    fn string(&mut self) -> Result<String, StoreError> {
-        let len = usize::try_from(self.uint()?).unwrap_or(usize::MAX);
-        let end = self
-            .at
-            .checked_add(len)
+    /// A number, in full (version 1) or as the difference from `before` (version 2).
+    fn number(&mut self, relative: bool, before: i64) -> Result<i64, StoreError> {
+        let n = self.int()?;
+        Ok(if relative { before.wrapping_add(n) } else { n })
+    }
+
+    /// A string, in full (version 1) or tagged (version 2; `before` is the message before's).
+    fn field(&mut self, relative: bool, before: &str) -> Result<String, StoreError> {
+        if !relative {
+            let len = self.uint()?;
+            return self.string(len);
+        }
+        match self.uint()? {
+            SAME => Ok(before.to_owned()),
+            UUID => Ok(uuid_string(self.bytes(16)?)),
+            tag => self.string(tag - BYTES),
+        }
+    }
+
+    fn bytes(&mut self, len: u64) -> Result<&[u8], StoreError> {
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| self.at.checked_add(len))
             .filter(|end| *end <= self.blob.len())
             .ok_or_else(|| corrupt("blob ends inside a string".into()))?;
-        let s = std::str::from_utf8(&self.blob[self.at..end])
-            .map_err(|_| corrupt("string is not UTF-8".into()))?;
+        let bytes = &self.blob[self.at..end];
         self.at = end;
+        Ok(bytes)
+    }
+
+    fn string(&mut self, len: u64) -> Result<String, StoreError> {
+        let bytes = self.bytes(len)?;
+        let s = std::str::from_utf8(bytes).map_err(|_| corrupt("string is not UTF-8".into()))?;
         Ok(s.to_owned())
     }
 }
@@ -136,10 +232,22 @@ mod tests {
 
     use super::*;
 
+    /// Strings that exercise every tag: repeats (a small pool), UUIDs, near-UUIDs (upper case,
+    /// misplaced hyphens, one character short) and anything.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("u1".to_string()),
+            "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "[0-9a-fA-F-]{35,37}",
+            ".*",
+        ]
+    }
+
     fn msg() -> impl Strategy<Value = Msg> {
         (
-            (".*", ".*", ".*", ".*", ".*"),
-            (any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>()),
+            (text(), text(), text(), text(), text()),
+            (any::<i64>(), 0..3i64, any::<i64>(), any::<i64>()),
             (any::<i32>(), any::<i32>()),
         )
             .prop_map(|(s, n, t)| Msg {
@@ -158,10 +266,39 @@ mod tests {
             })
     }
 
+    /// Version 1, as the store wrote it before version 2: such blobs are still in databases.
+    fn pack_v1(msgs: &[Msg]) -> Vec<u8> {
+        let mut out = vec![V1];
+        for m in msgs {
+            for s in [
+                &m.server_id,
+                &m.send_id,
+                &m.receiver_id,
+                &m.local_id,
+                &m.content,
+            ] {
+                put_uint(&mut out, s.len() as u64);
+                out.extend_from_slice(s.as_bytes());
+            }
+            for n in [
+                m.seq,
+                m.send_seq,
+                m.create_time,
+                m.send_time,
+                i64::from(m.msg_type),
+                i64::from(m.content_type),
+            ] {
+                put_int(&mut out, n);
+            }
+        }
+        out
+    }
+
     proptest! {
         #[test]
         fn unpack_gives_back_what_was_packed(msgs in proptest::collection::vec(msg(), 0..8)) {
-            prop_assert_eq!(unpack(&pack(&msgs)).unwrap(), msgs);
+            prop_assert_eq!(&unpack(&pack(&msgs)).unwrap(), &msgs);
+            prop_assert_eq!(unpack(&pack_v1(&msgs)).unwrap(), msgs);
         }
 
         #[test]
@@ -182,6 +319,44 @@ mod tests {
     fn an_unknown_version_is_refused() {
         assert!(matches!(unpack(&[9]), Err(StoreError::Corrupt(_))));
         assert!(matches!(unpack(&[]), Err(StoreError::Corrupt(_))));
-        assert_eq!(unpack(&[VERSION]).unwrap(), Vec::<Msg>::new());
+        assert_eq!(unpack(&[V1]).unwrap(), Vec::<Msg>::new());
+        assert_eq!(unpack(&[V2]).unwrap(), Vec::<Msg>::new());
+    }
+
+    #[test]
+    fn uuids_are_kept_as_they_were_written() {
+        let id = "0190f000-0000-7000-8000-00000000002a";
+        assert_eq!(uuid_string(&uuid_bytes(id).unwrap()), id);
+        for not in [
+            "0190F000-0000-7000-8000-00000000002a",
+            "0190f0000-000-7000-8000-00000000002a",
+            "0190f000-0000-7000-8000-00000000002",
+            "{190f000-0000-7000-8000-00000000002a",
+        ] {
+            assert_eq!(uuid_bytes(not), None, "{not}");
+        }
+    }
+
+    /// An inbox chunk as a move writes it: one receiver, consecutive seqs, UUIDv7 server ids,
+    /// times a few milliseconds apart. Version 2 takes well under two thirds of version 1's bytes.
+    #[test]
+    fn a_chunk_takes_far_fewer_bytes_than_in_full() {
+        let msgs: Vec<Msg> = (0..100i64)
+            .map(|i| Msg {
+                server_id: format!("0199c3f2-{:04x}-7abc-9def-{:012x}", i * 3, i * 7919),
+                send_id: format!("user-{}", i % 7),
+                receiver_id: "user-42".into(),
+                local_id: format!("0199c3f2-0000-7000-8000-{:012x}", i),
+                content: "see you at eight".into(),
+                seq: 1000 + i,
+                send_seq: 300 + i / 7,
+                create_time: 1_764_000_000_000 + i * 5,
+                send_time: 1_764_000_000_020 + i * 5,
+                ..Msg::default()
+            })
+            .collect();
+        let (v1, v2) = (pack_v1(&msgs).len(), pack(&msgs).len());
+        assert!(v2 * 3 < v1 * 2, "version 1: {v1} bytes, version 2: {v2}");
+        assert_eq!(unpack(&pack(&msgs)).unwrap(), msgs);
     }
 }
