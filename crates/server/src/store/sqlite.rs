@@ -649,17 +649,21 @@ impl SqliteStore {
 /// created in order, see [`Chunks::of`]), then by its key in `sent_keys` (the others).
 async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg>, StoreError> {
     let wanted = key(m);
-    for sql in [
+    let by_range = sqlx::query(
         "SELECT body FROM archive.sent_chunks \
          WHERE user_id = ?1 AND created_upto >= ?2 AND created_from <= ?2",
+    )
+    .bind(&m.send_id)
+    .bind(m.create_time);
+    let by_key = sqlx::query(
         "SELECT c.body FROM archive.sent_keys k JOIN archive.sent_chunks c ON c.id = k.chunk \
          WHERE k.user_id = ?1 AND k.create_time = ?2 AND k.local_id = ?3",
-    ] {
-        let mut rows = sqlx::query(sql)
-            .bind(&m.send_id)
-            .bind(m.create_time)
-            .bind(&m.local_id)
-            .fetch(&mut *log);
+    )
+    .bind(&m.send_id)
+    .bind(m.create_time)
+    .bind(&m.local_id);
+    for query in [by_range, by_key] {
+        let mut rows = query.fetch(&mut *log);
         while let Some(row) = rows.try_next().await? {
             let found = unpack(row.try_get::<&[u8], _>(0)?)?
                 .into_iter()
