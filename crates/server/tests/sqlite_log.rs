@@ -562,7 +562,7 @@ async fn the_logs_wal_stays_small_under_steady_appends() {
     let started = std::time::Instant::now();
     let mut appended = 0u64;
     let mut n = 0u32;
-    // Ten of the compactor's ticks (250 ms), back-to-back appends all along. Without restarts the
+    // Many of the compactor's ticks (50 ms), back-to-back appends all along. Without restarts the
     // WAL holds about twice what was appended (a frame per page, the batches overflow theirs).
     while started.elapsed() < std::time::Duration::from_millis(2500) {
         let batch: Vec<Msg> = (0..10)
