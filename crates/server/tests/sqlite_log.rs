@@ -710,3 +710,32 @@ async fn resends_of_messages_created_out_of_order_are_found_by_key() {
     assert_eq!(count(&mut archive, "sent_keys").await, 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Many keys in the log at once (the key table grows, and finds its entries again through the
+/// logged messages): every resend gets its own original back, whichever batch it was in.
+#[tokio::test]
+async fn resends_are_found_among_many_logged_keys() {
+    let (dir, path) = fresh_dir("sqlite-many-keys");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let at = |n: u32| Msg {
+        create_time: i64::from(n % 7),
+        ..msg(n, &format!("s{}", n % 3), "r", &format!("k{n}"))
+    };
+    for first in [1, 501, 1001] {
+        let batch: Vec<Msg> = (first..first + 500).map(at).collect();
+        store.append(&batch).await.unwrap();
+    }
+    let again: Vec<Msg> = (1..1500).step_by(37).map(at).collect();
+    let outcomes = store.append(&again).await.unwrap();
+    for (m, outcome) in again.iter().zip(&outcomes) {
+        match outcome {
+            Appended::Duplicate(original) => {
+                // The receiver's seq of message n is n.
+                let n: i64 = m.local_id[1..].parse().unwrap();
+                assert_eq!((&original.local_id, original.seq), (&m.local_id, n));
+            }
+            Appended::New { .. } => panic!("{} was stored twice", m.local_id),
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -111,28 +111,41 @@ fn corrupt(what: String) -> StoreError {
 /// back exactly).
 fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
     let s = s.as_bytes();
-    if s.len() != 36 {
+    if s.len() != 36 || s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
         return None;
     }
     let mut out = [0u8; 16];
-    let mut nibbles = 0;
+    let mut digits = [0u8; 32];
+    let mut n = 0;
     for (at, &c) in s.iter().enumerate() {
-        if matches!(at, 8 | 13 | 18 | 23) {
-            if c != b'-' {
-                return None;
-            }
-            continue;
+        if !matches!(at, 8 | 13 | 18 | 23) {
+            digits[n] = HEX_VALUE[usize::from(c)];
+            n += 1;
         }
-        let v = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        out[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
-        nibbles += 1;
     }
-    Some(out)
+    let mut bad = 0;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        bad |= pair[0] | pair[1];
+        *byte = (pair[0] << 4) | (pair[1] & 0xf);
+    }
+    (bad & 0xf0 == 0).then_some(out)
 }
+
+/// The value of each lowercase hex digit; 0xff for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut c = 0;
+    while c < 10 {
+        t[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        t[b'a' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    t
+};
 
 fn uuid_string(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";

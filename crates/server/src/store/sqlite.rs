@@ -42,6 +42,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     fs::File,
+    hash::BuildHasher,
     path::Path,
     str::FromStr,
     sync::{Arc, Weak},
@@ -60,7 +61,7 @@ use sqlx::{
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use super::{
-    Appended, Key, Map, StoreError, Stream, classify, key, migrator, number,
+    Appended, Map, StoreError, Stream, classify, key, migrator, number,
     pack::{pack, unpack},
     sql::{CHUNK, COLUMNS, SQLITE_MIGRATIONS},
 };
@@ -141,8 +142,11 @@ struct Tail {
     cleared_upto: i64,
     /// The log's batches, oldest first.
     batches: VecDeque<Logged>,
-    /// [`Key`] → id, for the log's messages.
-    keys: Map<Key, i64>,
+    /// The ids of the log's messages with a local_id, by the hash of their
+    /// [`Key`](super::Key); an entry is compared with the logged message itself, so no copy of a
+    /// key is kept.
+    keys: hashbrown::HashTable<i64>,
+    hasher: foldhash::fast::RandomState,
     /// The counters of every user (or group) with a message in the log.
     counters: Map<String, Counter>,
 }
@@ -160,12 +164,42 @@ impl Tail {
         self.next_id - 1 - self.moved_upto
     }
 
-    /// The logged message with this id.
-    fn get(&self, id: i64) -> Option<&Msg> {
-        let after = self.batches.partition_point(|b| b.first_id <= id);
-        let batch = self.batches.get(after.checked_sub(1)?)?;
-        batch.msgs.get(usize::try_from(id - batch.first_id).ok()?)
+    /// The logged original of `m` (same [`Key`](super::Key)), if the log has one.
+    fn original(&self, m: &Msg) -> Option<&Msg> {
+        let hash = key_hash(&self.hasher, m);
+        let id = self.keys.find(hash, |id| {
+            logged(&self.batches, *id).is_some_and(|o| same_key(o, m))
+        })?;
+        logged(&self.batches, *id)
     }
+
+    /// Remembers the key of `m`, logged with this id.
+    fn remember(&mut self, m: &Msg, id: i64) {
+        let Tail {
+            keys,
+            hasher,
+            batches,
+            ..
+        } = self;
+        keys.insert_unique(key_hash(hasher, m), id, |id| {
+            logged(batches, *id).map_or(0, |o| key_hash(hasher, o))
+        });
+    }
+}
+
+/// The logged message with this id.
+fn logged(batches: &VecDeque<Logged>, id: i64) -> Option<&Msg> {
+    let after = batches.partition_point(|b| b.first_id <= id);
+    let batch = batches.get(after.checked_sub(1)?)?;
+    batch.msgs.get(usize::try_from(id - batch.first_id).ok()?)
+}
+
+fn key_hash(hasher: &foldhash::fast::RandomState, m: &Msg) -> u64 {
+    hasher.hash_one((&m.send_id, m.create_time, &m.local_id))
+}
+
+fn same_key(a: &Msg, b: &Msg) -> bool {
+    a.create_time == b.create_time && a.local_id == b.local_id && a.send_id == b.send_id
 }
 
 impl Hot {
@@ -380,10 +414,9 @@ impl SqliteStore {
             for m in batch.iter().filter(|m| {
                 !m.local_id.is_empty() && m.create_time <= counter(&tail, &m.send_id).created_upto
             }) {
-                let k = key(m);
-                match tail.keys.get(&k).and_then(|id| tail.get(*id)) {
+                match tail.original(m) {
                     Some(original) => {
-                        stored.insert(k, original.clone());
+                        stored.insert(key(m), original.clone());
                     }
                     None => lookups.push(m),
                 }
@@ -464,10 +497,16 @@ impl SqliteStore {
                 },
             );
         }
+        // The batch first: the key table finds (and rehashes) its entries through it.
+        let numbered: Arc<[Msg]> = numbered.into();
+        tail.batches.push_back(Logged {
+            first_id,
+            msgs: numbered.clone(),
+        });
         for (i, m) in numbered.iter().enumerate() {
             let id = first_id + i as i64;
             if !m.local_id.is_empty() {
-                tail.keys.insert(key(m), id);
+                tail.remember(m, id);
             }
             if let Some(c) = tail.counters.get_mut(&m.receiver_id) {
                 c.last_id = id;
@@ -483,10 +522,6 @@ impl SqliteStore {
         if let Some(upto) = clear {
             tail.cleared_upto = upto;
         }
-        tail.batches.push_back(Logged {
-            first_id,
-            msgs: numbered.into(),
-        });
         if tail.rows() >= COMPACT_ROWS {
             self.hot.wake.notify_one();
         }
@@ -994,7 +1029,7 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
         {
             tail.batches.pop_front();
         }
-        tail.keys.retain(|_, id| *id > upto);
+        tail.keys.retain(|id| *id > upto);
         tail.counters.retain(|_, c| c.last_id > upto);
         tail.moved_upto = tail.moved_upto.max(upto);
     }
