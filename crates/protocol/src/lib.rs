@@ -68,6 +68,22 @@ pub struct Msg {
 impl Msg {
     /// Serialises the message once; the result is shared by every device it goes to.
     pub fn encode(&self) -> String {
+        self.encode_marked().0
+    }
+
+    /// The message's frame and its sender's ack (the same message with `msg_type` 24), for the
+    /// cost of one encoding and a copy: the ack is the frame with the `msg_type` value replaced.
+    pub fn encode_with_ack(&self) -> (String, String) {
+        let (frame, at) = self.encode_marked();
+        let mut ack = String::with_capacity(frame.len() + 2);
+        ack.push_str(&frame[..at.start]);
+        push_int(&mut ack, i64::from(msg_type::REC_RESP));
+        ack.push_str(&frame[at.end..]);
+        (frame, ack)
+    }
+
+    /// The JSON, and where in it the `msg_type` value is.
+    fn encode_marked(&self) -> (String, std::ops::Range<usize>) {
         // Written by hand rather than through serde: the field names are constants here, where
         // serde_json escapes each of them again for every message, and delivery encodes every
         // message twice (the frame and the sender's ack). Byte for byte what
@@ -95,7 +111,9 @@ impl Msg {
         out.push_str(",\"send_seq\":");
         push_int(&mut out, self.send_seq);
         out.push_str(",\"msg_type\":");
+        let start = out.len();
         push_int(&mut out, i64::from(self.msg_type));
+        let at = start..out.len();
         out.push_str(",\"content_type\":");
         push_int(&mut out, i64::from(self.content_type));
         out.push_str(",\"content\":");
@@ -105,7 +123,7 @@ impl Msg {
         } else {
             ",\"is_read\":false}"
         });
-        out
+        (out, at)
     }
 
     /// The error reply to a client frame: `msg_type` 24, `content_type` 2, the reason in
@@ -410,6 +428,12 @@ mod tests {
         #[test]
         fn encode_writes_what_serde_json_writes(msg in any_msg()) {
             proptest::prop_assert_eq!(msg.encode(), serde_json::to_string(&msg).unwrap());
+        }
+
+        #[test]
+        fn the_ack_is_the_message_encoded_with_msg_type_24(msg in any_msg()) {
+            let ack = Msg { msg_type: msg_type::REC_RESP, ..msg.clone() };
+            proptest::prop_assert_eq!(msg.encode_with_ack(), (msg.encode(), ack.encode()));
         }
     }
 

@@ -218,8 +218,9 @@ impl Delivery {
     /// Delivers `msg` (stamped, and numbered when stored), then acks it to connection `conn`.
     /// A group message goes to every member's devices (the members as cached now, which a
     /// membership change on this node has refreshed; else those known when it was accepted).
-    pub fn deliver(&self, mut msg: Msg, conn: ConnId, audience: Option<Audience>) {
-        let frame = Frame::from(msg.encode());
+    pub fn deliver(&self, msg: Msg, conn: ConnId, audience: Option<Audience>) {
+        let (frame, ack) = msg.encode_with_ack();
+        let (frame, ack) = (Frame::from(frame), Frame::from(ack));
         if let Some(audience) = audience {
             let members = self
                 .groups
@@ -238,8 +239,7 @@ impl Delivery {
                 cluster.deliver_group(&msg.receiver_id, &frame);
             }
             self.count_drops(fanout);
-            msg.msg_type = msg_type::REC_RESP;
-            self.reply(&msg.send_id, conn, &msg);
+            self.reply_frame(&msg.send_id, conn, &ack);
             return;
         }
         let to_self = msg.receiver_id == msg.send_id;
@@ -254,8 +254,7 @@ impl Delivery {
             fanout.add(self.to_user(&msg.send_id, &frame, Cursor::Sent(msg.send_seq), Some(conn)));
         }
         self.count_drops(fanout);
-        msg.msg_type = msg_type::REC_RESP;
-        self.reply(&msg.send_id, conn, &msg);
+        self.reply_frame(&msg.send_id, conn, &ack);
     }
 
     /// Acks a message again with what was stored the first time (an idempotent resend).
@@ -272,9 +271,11 @@ impl Delivery {
     }
 
     fn reply(&self, user: &str, conn: ConnId, msg: &Msg) {
-        let f = self
-            .hub
-            .send_to_conn(user, conn, &Frame::from(msg.encode()));
+        self.reply_frame(user, conn, &Frame::from(msg.encode()));
+    }
+
+    fn reply_frame(&self, user: &str, conn: ConnId, frame: &Frame) {
+        let f = self.hub.send_to_conn(user, conn, frame);
         self.metrics
             .dropped(DropReason::SlowConsumer, f.slow as u64);
     }
