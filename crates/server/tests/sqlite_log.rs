@@ -381,6 +381,11 @@ async fn rows_an_older_version_stored_are_packed_into_chunks_on_start() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(count(&mut archive, "messages").await, 0);
     assert_eq!(count(&mut log, "message_log").await, 0);
+    assert_eq!(
+        count(&mut archive, "sent_keys").await,
+        0,
+        "created in order: found through the create_time ranges, no key rows"
+    );
     let contents: Vec<String> = inbox(&store, "b", 0)
         .await
         .into_iter()

@@ -883,7 +883,9 @@ impl Chunks {
 }
 
 /// Packs the rows an older version stored in `messages` (a row per message) into chunks, a
-/// transaction per [`CONVERT_ROWS`] rows; their counters are already in `user_seq`.
+/// transaction per [`CONVERT_ROWS`] rows; their counters are already in `user_seq`, so which of
+/// them were created in order is judged against the chunks written so far (see
+/// [`Chunks::of`]), not against `user_seq`, which has seen them all.
 async fn convert_rows(writer: &mut SqliteConnection) -> Result<(), StoreError> {
     loop {
         let mut tx = sqlx::Connection::begin(&mut *writer).await?;
@@ -901,7 +903,7 @@ async fn convert_rows(writer: &mut SqliteConnection) -> Result<(), StoreError> {
             .iter()
             .map(SqliteStore::row_to_msg)
             .collect::<Result<Vec<_>, _>>()?;
-        let created = created_upto(&mut tx, &msgs.iter().collect::<Vec<_>>()).await?;
+        let created = created_upto(&mut tx, &msgs.iter().collect::<Vec<_>>(), IN_CHUNKS).await?;
         Chunks::of(&msgs, &created).write(&mut tx).await?;
         sqlx::query("DELETE FROM messages WHERE id <= ?")
             .bind(last)
@@ -926,11 +928,27 @@ fn between(batches: &[Logged], from: i64, upto: i64) -> Vec<&Msg> {
         .collect()
 }
 
-/// `user_seq.created_upto` in `natter.db` of the senders of `msgs`' messages with a local_id
-/// (absent: nothing of theirs with a local_id is stored there).
+/// Where [`created_upto`] looks: the statement before and after the list of senders.
+type CreatedFrom = (&'static str, &'static str);
+
+/// What `natter.db` holds: `user_seq`.
+const STORED: CreatedFrom = (
+    "SELECT user_id, created_upto FROM main.user_seq WHERE user_id IN (",
+    ")",
+);
+
+/// What the sent chunks' create_time ranges cover.
+const IN_CHUNKS: CreatedFrom = (
+    "SELECT user_id, MAX(created_upto) FROM main.sent_chunks WHERE user_id IN (",
+    ") GROUP BY user_id",
+);
+
+/// For the senders of `msgs`' messages with a local_id, the greatest create_time of their
+/// messages with a local_id in `natter.db`, as `from` says (absent: none).
 async fn created_upto(
     conn: &mut SqliteConnection,
     msgs: &[&Msg],
+    from: CreatedFrom,
 ) -> Result<Map<String, i64>, StoreError> {
     let senders: HashSet<&str, foldhash::fast::RandomState> = msgs
         .iter()
@@ -940,14 +958,12 @@ async fn created_upto(
     let senders: Vec<&str> = senders.into_iter().collect();
     let mut out = Map::default();
     for part in senders.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT user_id, created_upto FROM main.user_seq WHERE user_id IN (",
-        );
+        let mut q = QueryBuilder::<Sqlite>::new(from.0);
         let mut list = q.separated(", ");
         for user in part {
             list.push_bind(*user);
         }
-        q.push(")");
+        q.push(from.1);
         out.extend(
             q.build_query_as::<(String, i64)>()
                 .fetch_all(&mut *conn)
@@ -1000,7 +1016,7 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
         .await?;
     let mut moved = 0;
     if upto > from {
-        let created = created_upto(&mut archive, &between(&batches, from, upto)).await?;
+        let created = created_upto(&mut archive, &between(&batches, from, upto), STORED).await?;
         let chunks = tokio::task::spawn_blocking(move || {
             Chunks::of(between(&batches, from, upto), &created)
         })
