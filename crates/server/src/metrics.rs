@@ -22,11 +22,12 @@ const LATENCY_BUCKETS_US: [u64; 14] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000,
 ];
-const LATENCY_NAME: &str = "natter_delivery_latency_seconds";
 
 /// A Prometheus histogram with fixed buckets, recorded with relaxed atomics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LatencyHistogram {
+    name: &'static str,
+    help: &'static str,
     /// Non-cumulative counts; the last slot is +Inf.
     buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     sum_us: AtomicU64,
@@ -49,6 +50,15 @@ impl LatencySamples {
 }
 
 impl LatencyHistogram {
+    pub fn new(name: &'static str, help: &'static str) -> LatencyHistogram {
+        LatencyHistogram {
+            name,
+            help,
+            buckets: Default::default(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
     pub fn add(&self, samples: &LatencySamples) {
         for (bucket, &n) in self.buckets.iter().zip(&samples.buckets) {
             if n > 0 {
@@ -58,27 +68,32 @@ impl LatencyHistogram {
         self.sum_us.fetch_add(samples.sum_us, Ordering::Relaxed);
     }
 
+    /// Records one sample.
+    pub fn record(&self, latency: Duration) {
+        let mut samples = LatencySamples::default();
+        samples.record(latency);
+        self.add(&samples);
+    }
+
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP {LATENCY_NAME} Time from queueing a frame for a device to writing it to the socket\n# TYPE {LATENCY_NAME} histogram"
-        );
+        let (name, help) = (self.name, self.help);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
             match LATENCY_BUCKETS_US.get(i) {
                 Some(us) => {
                     let le = *us as f64 / 1e6;
-                    let _ = writeln!(out, "{LATENCY_NAME}_bucket{{le=\"{le}\"}} {cumulative}");
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
                 }
                 None => {
-                    let _ = writeln!(out, "{LATENCY_NAME}_bucket{{le=\"+Inf\"}} {cumulative}");
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
                 }
             }
         }
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{LATENCY_NAME}_sum {sum}");
-        let _ = writeln!(out, "{LATENCY_NAME}_count {cumulative}");
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
     }
 }
 
@@ -106,6 +121,11 @@ pub struct Metrics {
     disconnects: Vec<Counter>,
     pub slow_consumer_disconnects: Counter,
     pub delivery_latency: LatencyHistogram,
+    /// Batches committed to the store, the messages in them, and commits that failed.
+    pub store_commits: Counter,
+    pub store_messages: Counter,
+    pub store_failures: Counter,
+    pub store_commit_latency: LatencyHistogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -167,7 +187,17 @@ impl Metrics {
             ),
             disconnects,
             slow_consumer_disconnects: counter("natter_slow_consumer_disconnects_total", vec![]),
-            delivery_latency: LatencyHistogram::default(),
+            delivery_latency: LatencyHistogram::new(
+                "natter_delivery_latency_seconds",
+                "Time from queueing a frame for a device to writing it to the socket",
+            ),
+            store_commits: counter("natter_store_commits_total", vec![]),
+            store_messages: counter("natter_store_messages_committed_total", vec![]),
+            store_failures: counter("natter_store_commit_failures_total", vec![]),
+            store_commit_latency: LatencyHistogram::new(
+                "natter_store_commit_seconds",
+                "Time to commit a batch of messages to the store (their acks wait for it)",
+            ),
             handle,
             recorder,
         }
@@ -215,6 +245,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = self.handle.render();
         self.delivery_latency.render(&mut out);
+        self.store_commit_latency.render(&mut out);
         out
     }
 }
@@ -258,6 +289,18 @@ const HELP: &[(&str, &str)] = &[
         "natter_slow_consumer_disconnects_total",
         "Connections closed because their outbound queue was full",
     ),
+    (
+        "natter_store_commits_total",
+        "Batches of messages committed to the store",
+    ),
+    (
+        "natter_store_messages_committed_total",
+        "Messages in the batches committed to the store (resends included)",
+    ),
+    (
+        "natter_store_commit_failures_total",
+        "Batches the store could not commit (their senders got store_unavailable)",
+    ),
 ];
 
 #[cfg(test)]
@@ -266,7 +309,7 @@ mod tests {
 
     #[test]
     fn latency_histogram_renders_cumulative_buckets() {
-        let h = LatencyHistogram::default();
+        let h = LatencyHistogram::new("natter_delivery_latency_seconds", "test");
         let mut samples = LatencySamples::default();
         samples.record(Duration::from_micros(50));
         samples.record(Duration::from_micros(300));

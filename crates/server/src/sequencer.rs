@@ -19,6 +19,7 @@ use crate::{
     groups::Audience,
     hub::ConnId,
     messaging::{Delivery, Refusal},
+    metrics::Metrics,
     store::{Appended, Store, StoreError},
 };
 
@@ -55,10 +56,21 @@ pub struct Sequencer {
 pub struct Stopped;
 
 impl Sequencer {
-    pub fn start(store: Arc<dyn Store>, delivery: Arc<Delivery>, batch_max: usize) -> Sequencer {
+    pub fn start(
+        store: Arc<dyn Store>,
+        delivery: Arc<Delivery>,
+        metrics: Arc<Metrics>,
+        batch_max: usize,
+    ) -> Sequencer {
         let (queue, submissions) = mpsc::channel(batch_max * 4);
         let (committed_tx, committed) = mpsc::channel(4);
-        tokio::spawn(commit_loop(submissions, store, committed_tx, batch_max));
+        tokio::spawn(commit_loop(
+            submissions,
+            store,
+            committed_tx,
+            metrics,
+            batch_max,
+        ));
         tokio::spawn(deliver_loop(committed, delivery));
         Sequencer { queue }
     }
@@ -108,6 +120,7 @@ async fn commit_loop(
     mut submissions: mpsc::Receiver<Submission>,
     store: Arc<dyn Store>,
     committed: mpsc::Sender<Committed>,
+    metrics: Arc<Metrics>,
     batch_max: usize,
 ) {
     let mut batch = Vec::with_capacity(batch_max);
@@ -116,7 +129,16 @@ async fn commit_loop(
             batch.drain(..).map(|s| (s.msg, s.target)).unzip();
         let started = std::time::Instant::now();
         let result = store.append(&msgs).await;
-        tracing::trace!(messages = msgs.len(), took = ?started.elapsed(), "batch committed");
+        let took = started.elapsed();
+        metrics.store_commit_latency.record(took);
+        match &result {
+            Ok(_) => {
+                metrics.store_commits.increment(1);
+                metrics.store_messages.increment(msgs.len() as u64);
+            }
+            Err(_) => metrics.store_failures.increment(1),
+        }
+        tracing::trace!(messages = msgs.len(), ?took, "batch committed");
         if committed
             .send(Committed {
                 msgs,

@@ -175,9 +175,14 @@ impl Server {
             .clone()
             .map(|store| Arc::new(Groups::new(store, config.groups.clone())));
         let delivery = Arc::new(Delivery::new(hub.clone(), metrics.clone(), groups.clone()));
-        let sequencer = store
-            .clone()
-            .map(|store| Sequencer::start(store, delivery.clone(), config.storage.batch_max));
+        let sequencer = store.clone().map(|store| {
+            Sequencer::start(
+                store,
+                delivery.clone(),
+                metrics.clone(),
+                config.storage.batch_max,
+            )
+        });
         let messaging = Arc::new(Messaging::new(delivery.clone(), sequencer, groups.clone()));
         let cluster = match (&groups, config.cluster.enabled) {
             (Some(groups), true) => {

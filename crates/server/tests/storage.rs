@@ -328,6 +328,16 @@ async fn commit_failure_is_an_error_reply_and_the_node_recovers(backend: Backend
     let ack = send_acked(&mut a, "b", "during", "lost?").await;
     assert_eq!(ack.seq, 2, "the refused message took no seq");
     assert_eq!(b.recv().await.content, "lost?");
+
+    // Operators see it in /metrics: two batches committed, one failed, every commit timed.
+    for (series, value) in [
+        ("natter_store_commits_total", 2.0),
+        ("natter_store_messages_committed_total", 2.0),
+        ("natter_store_commit_failures_total", 1.0),
+        ("natter_store_commit_seconds_count", 3.0),
+    ] {
+        assert_eq!(server.metric(series).await, value, "{series}");
+    }
 }
 
 /// Runs one statement on the test's database, from outside the server.
