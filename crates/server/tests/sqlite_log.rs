@@ -6,8 +6,21 @@
 #[macro_use]
 mod common;
 
-use natter::store::{Appended, SqliteStore, Store, Stream};
+use natter::store::{Appended, SqliteStore, Store, Stream, Tuning};
 use natter_protocol::{Msg, msg_type};
+
+/// A store whose compactor moves the log only when told (`prune(0)`), for tests that count
+/// chunks.
+async fn open_quiet(path: &str, log_limit: Option<i64>) -> SqliteStore {
+    let mut tuning = Tuning {
+        compact_every: std::time::Duration::from_secs(3600),
+        ..Tuning::default()
+    };
+    if let Some(limit) = log_limit {
+        tuning.log_limit = limit;
+    }
+    SqliteStore::open_tuned(path, tuning).await.unwrap()
+}
 
 /// A new directory for a store: the directory, and its path as `SqliteStore::open` takes it.
 fn fresh_dir(name: &str) -> (std::path::PathBuf, String) {
@@ -259,7 +272,7 @@ async fn stream(store: &SqliteStore, user: &str, s: Stream, after: i64, limit: u
 #[tokio::test]
 async fn pages_cross_chunk_boundaries_and_retention_takes_whole_chunks() {
     let (dir, path) = fresh_dir("sqlite-chunks");
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store = open_quiet(&path, None).await;
     // Five moves of ten, then five in the log.
     for start in (1..=55u32).step_by(5) {
         let batch: Vec<Msg> = (start..start + 5)
@@ -515,7 +528,7 @@ async fn a_batch_with_several_receipts_stores_each_of_them() {
 #[tokio::test]
 async fn a_log_that_cannot_be_moved_refuses_appends_at_its_limit() {
     let (dir, path) = fresh_dir("sqlite-backlog");
-    let store = SqliteStore::open_with_log_limit(&path, 4).await.unwrap();
+    let store = open_quiet(&path, Some(4)).await;
     let mut archive = file(&dir, "natter.db").await;
     sqlx::query("ALTER TABLE moved RENAME TO away")
         .execute(&mut archive)

@@ -24,7 +24,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use crate::config::{StorageBackend, StorageConfig};
 
 pub use sql::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, Tuning};
 
 /// What happened to one message of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

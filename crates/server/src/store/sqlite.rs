@@ -242,16 +242,34 @@ fn options(file: &Path, cache_kib: u32) -> Result<SqliteConnectOptions, sqlx::Er
         .pragma("temp_store", "memory"))
 }
 
+/// What tests change: the limit on the messages waiting in the log, and the compactor's tick
+/// (a test that counts chunks moves the log itself, with `prune(0)`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    pub log_limit: i64,
+    pub compact_every: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            log_limit: LOG_LIMIT,
+            compact_every: COMPACT_EVERY,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in the directory `dir`, moves whatever an earlier
     /// run left in the log into `natter.db`, and starts the compactor.
     pub async fn open(dir: &str) -> Result<SqliteStore, StoreError> {
-        Self::open_with_log_limit(dir, LOG_LIMIT).await
+        Self::open_tuned(dir, Tuning::default()).await
     }
 
-    /// [`open`](Self::open) with another limit on the messages waiting in the log (tests).
+    /// [`open`](Self::open) with other [`Tuning`] (tests).
     #[doc(hidden)]
-    pub async fn open_with_log_limit(dir: &str, log_limit: i64) -> Result<SqliteStore, StoreError> {
+    pub async fn open_tuned(dir: &str, tuning: Tuning) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Path(dir.to_owned(), e))?;
         let lock = lock(dir).await?;
         let dir_path = Path::new(dir);
@@ -335,7 +353,7 @@ impl SqliteStore {
                     ..Tail::default()
                 }),
                 wake: wake.clone(),
-                log_limit,
+                log_limit: tuning.log_limit,
                 _lock: lock,
             }),
         };
@@ -345,6 +363,7 @@ impl SqliteStore {
             Arc::downgrade(&store.hot),
             Arc::downgrade(&store.writer),
             wake,
+            tuning.compact_every,
         ));
         Ok(store)
     }
@@ -1092,13 +1111,18 @@ async fn delete_moved(log: &mut SqliteConnection, upto: i64) -> Result<(), Store
     Ok(())
 }
 
-/// Compacts every [`COMPACT_EVERY`], or sooner when the log fills; stops when the store is
-/// dropped.
-async fn compactor(hot: Weak<Hot>, writer: Weak<Mutex<SqliteConnection>>, wake: Arc<Notify>) {
+/// Compacts every `every` ([`COMPACT_EVERY`]), or sooner when the log fills; stops when the
+/// store is dropped.
+async fn compactor(
+    hot: Weak<Hot>,
+    writer: Weak<Mutex<SqliteConnection>>,
+    wake: Arc<Notify>,
+    every: Duration,
+) {
     loop {
         tokio::select! {
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(COMPACT_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         let (Some(hot), Some(writer)) = (hot.upgrade(), writer.upgrade()) else {
             return;
