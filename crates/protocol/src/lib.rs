@@ -85,8 +85,7 @@ impl Msg {
     /// The JSON, and where in it the `msg_type` value is.
     fn encode_marked(&self) -> (String, std::ops::Range<usize>) {
         // Written by hand rather than through serde: the field names are constants here, where
-        // serde_json escapes each of them again for every message, and delivery encodes every
-        // message twice (the frame and the sender's ack). Byte for byte what
+        // serde_json escapes each of them again for every message. Byte for byte what
         // `serde_json::to_string` writes (tested).
         let strings = self.send_id.len()
             + self.receiver_id.len()

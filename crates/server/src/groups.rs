@@ -133,13 +133,20 @@ impl Cache {
         self.groups.get(group_id).cloned()
     }
 
-    /// Caches `members`, dropping other groups (in no particular order) while over the limit.
+    /// Caches `members`, dropping other groups (in no particular order, chosen in one pass)
+    /// while over the limit.
     fn insert(&mut self, group_id: &str, members: Arc<Members>) {
         self.remove(group_id);
-        while self.members + members.len() > self.limit {
-            let Some(other) = self.groups.keys().next().cloned() else {
+        let mut excess = (self.members + members.len()).saturating_sub(self.limit);
+        let mut dropped = Vec::new();
+        for (other, m) in &self.groups {
+            if excess == 0 {
                 break;
-            };
+            }
+            excess = excess.saturating_sub(m.len());
+            dropped.push(other.clone());
+        }
+        for other in dropped {
             self.remove(&other);
         }
         self.members += members.len();

@@ -703,7 +703,6 @@ impl SqliteStore {
 /// whose create_time range holds its `create_time` (at most one: the ranges cover only messages
 /// created in order, see [`Chunks::of`]), then by its key in `sent_keys` (the others).
 async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg>, StoreError> {
-    let wanted = key(m);
     let by_range = sqlx::query(
         "SELECT body FROM archive.sent_chunks \
          WHERE user_id = ?1 AND created_upto >= ?2 AND created_from <= ?2",
@@ -722,7 +721,7 @@ async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg
         while let Some(row) = rows.try_next().await? {
             let found = unpack(row.try_get::<&[u8], _>(0)?)?
                 .into_iter()
-                .find(|s| !s.local_id.is_empty() && key(s) == wanted);
+                .find(|s| same_key(s, m));
             if found.is_some() {
                 return Ok(found);
             }
@@ -840,13 +839,14 @@ impl Chunks {
             .fetch_one(&mut *conn)
             .await?;
         let ids = (base + 1..).zip(&self.sent);
-        for part in ids.clone().collect::<Vec<_>>().chunks(CHUNK) {
+        for (n, part) in self.sent.chunks(CHUNK).enumerate() {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO main.sent_chunks \
                  (id, user_id, first, last, last_time, created_from, created_upto, body) ",
             );
-            q.push_values(part, |mut b, (id, c)| {
-                b.push_bind(*id)
+            let first_id = base + 1 + (n * CHUNK) as i64;
+            q.push_values((first_id..).zip(part), |mut b, (id, c)| {
+                b.push_bind(id)
                     .push_bind(&c.user)
                     .push_bind(c.first)
                     .push_bind(c.last)
