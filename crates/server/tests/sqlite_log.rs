@@ -672,32 +672,21 @@ async fn resends_of_messages_created_out_of_order_are_found_by_key() {
     );
 
     // Resends of each kind, all from natter.db, and two new messages.
+    let again = |local_id: &str, n: u32, from: &str, create_time: i64| Msg {
+        local_id: local_id.into(),
+        ..at(n, from, create_time)
+    };
     let resent = store
         .append(&[
             at(40, "z", 0),
             at(41, "z", 0),
             at(42, "y", 150),
             at(43, "y", 200),
-            Msg {
-                local_id: "z1".into(),
-                ..at(44, "z", 0)
-            },
-            Msg {
-                local_id: "z17".into(),
-                ..at(45, "z", 0)
-            },
-            Msg {
-                local_id: "z30".into(),
-                ..at(46, "z", 0)
-            },
-            Msg {
-                local_id: "y33".into(),
-                ..at(47, "y", 150)
-            },
-            Msg {
-                local_id: "y32".into(),
-                ..at(48, "y", 200)
-            },
+            again("z1", 44, "z", 0),
+            again("z17", 45, "z", 0),
+            again("z30", 46, "z", 0),
+            again("y33", 47, "y", 150),
+            again("y32", 48, "y", 200),
         ])
         .await
         .unwrap();
