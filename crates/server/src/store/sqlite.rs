@@ -89,6 +89,10 @@ const COMPACT_ROWS: i64 = 8192;
 /// with 100 ms, 13.7 with 250 and 23.3 with 1000).
 const COMPACT_EVERY: Duration = Duration::from_millis(50);
 
+/// Frames (pages) the log's WAL holds before the compactor restarts it, holding appends for one
+/// checkpoint pass: 4 MiB with 4 KiB pages, a few moves' worth at high load.
+const LOG_WAL_FRAMES: i64 = 1024;
+
 /// Chunks looked at per statement by retention, so that moves are never held up for long.
 const PRUNE_CHUNKS: i64 = 2000;
 
@@ -1050,30 +1054,39 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
     drop(archive);
 
     // natter.db has the messages and their counters: the tail forgets them (under the log
-    // connection, so no append sees half of it).
+    // connection, so no append sees half of it). The forgotten batches are usually the last
+    // references to their messages: they are freed after both locks are let go, on a blocking
+    // thread (thousands of allocations: ~1-3 ms that appends would otherwise wait for).
     let log = hot.log.lock().await;
-    {
+    let forgotten: Vec<Logged> = {
         let mut tail = hot.tail();
+        let mut forgotten = Vec::new();
         while tail
             .batches
             .front()
             .is_some_and(|b| b.first_id + b.msgs.len() as i64 - 1 <= upto)
         {
-            tail.batches.pop_front();
+            forgotten.extend(tail.batches.pop_front());
         }
         tail.keys.retain(|id| *id > upto);
         tail.counters.retain(|_, c| c.last_id > upto);
         tail.moved_upto = tail.moved_upto.max(upto);
-    }
+        forgotten
+    };
     drop(log);
+    if !forgotten.is_empty() {
+        tokio::task::spawn_blocking(move || drop(forgotten));
+    }
     // The log's WAL: most of it is copied back while appends go on; then the rest (the frames
     // of appends that raced the first pass) with appends held. The WAL starts over only when an
     // append begins after a checkpoint that copied everything; under steady load an append is
     // nearly always in flight during the first pass, so without the second the WAL would grow
-    // for as long as the load lasts.
+    // for as long as the load lasts. The second pass (an fsync with appends held) runs once the
+    // WAL holds [`LOG_WAL_FRAMES`], not after every move: the WAL stays that small, and appends
+    // are held a few times a second at most instead of after every move.
     let checkpoint = "PRAGMA wal_checkpoint(PASSIVE)";
     let (_, frames, _): (i64, i64, i64) = sqlx::query_as(checkpoint).fetch_one(&hot.reads).await?;
-    if frames > 0 {
+    if frames >= LOG_WAL_FRAMES {
         let _log = hot.log.lock().await;
         sqlx::query(checkpoint).execute(&hot.reads).await?;
     }
