@@ -6,6 +6,9 @@
 //! - `pairs`: senders → receivers, unpaced with a window of unacknowledged messages, or paced at
 //!   a fixed total rate; `--devices` gives every receiver several connections (multi-device
 //!   fan-out); `--slow K` adds K receivers that never read while flooders write to them.
+//! - `disk`: no server; how long a small write plus fsync takes in a directory, which is what
+//!   every durable commit waits for. Read beside the storage figures: while the disk stalls for
+//!   200 ms, no store on it acknowledges anything.
 //!
 //! Latency is measured from just before the sender writes the frame to when the receiver has
 //! read it: the send instant travels in the message's `create_time` field (µs since bench start).
@@ -109,6 +112,18 @@ enum Scenario {
         #[arg(long)]
         random_ids: bool,
     },
+    /// Disk: write + fsync latency in a directory (no server).
+    Disk {
+        /// Directory to probe (the server's `storage.path`); a scratch file is made there.
+        #[arg(long, default_value = ".")]
+        path: std::path::PathBuf,
+        /// Seconds to probe.
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Bytes written before each fsync (about one commit of the message log).
+        #[arg(long, default_value_t = 8192)]
+        size: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -167,7 +182,75 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             run_pairs(&net, cfg).await
         }
+        Scenario::Disk {
+            path,
+            duration,
+            size,
+        } => {
+            let duration = Duration::from_secs(duration);
+            tokio::task::spawn_blocking(move || disk(&path, duration, size.max(1))).await?
+        }
     }
+}
+
+/// Prints what [`probe_disk`] measured.
+fn disk(dir: &std::path::Path, duration: Duration, size: usize) -> anyhow::Result<()> {
+    let syncs = probe_disk(dir, duration, size)?;
+    let ms = |q: f64| syncs.value_at_quantile(q) as f64 / 1000.0;
+    let over = |limit_ms: u64| {
+        syncs
+            .iter_recorded()
+            .filter(|v| v.value_iterated_to() > limit_ms * 1000)
+            .map(|v| v.count_at_value())
+            .sum::<u64>()
+    };
+    println!("scenario: disk path={} size={size}", dir.display());
+    println!(
+        "fsync ms: p50 {:.3} p99 {:.3} p999 {:.3} max {:.1} (n={}); over 10 ms: {}, over 50 ms: {}",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        syncs.max() as f64 / 1000.0,
+        syncs.len(),
+        over(10),
+        over(50),
+    );
+    Ok(())
+}
+
+/// Writes `size` bytes and fsyncs, back to back, for `duration`, over a 2 MiB file written
+/// beforehand (overwrites, as SQLite's WAL after it starts over); returns the fsync latencies
+/// in µs. The scratch file is removed.
+fn probe_disk(
+    dir: &std::path::Path,
+    duration: Duration,
+    size: usize,
+) -> anyhow::Result<Histogram<u64>> {
+    use std::os::unix::fs::FileExt;
+    const SLOTS: u64 = 256;
+    let path = dir.join("natter-bench-disk.tmp");
+    let file = std::fs::File::create(&path).with_context(|| format!("creating {path:?}"))?;
+    let probe = || -> anyhow::Result<Histogram<u64>> {
+        let block = vec![0x5a_u8; size];
+        for slot in 0..SLOTS {
+            file.write_all_at(&block, slot * size as u64)?;
+        }
+        file.sync_all()?;
+        let mut syncs = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let started = Instant::now();
+        let mut slot = 0;
+        while started.elapsed() < duration {
+            file.write_all_at(&block, slot * size as u64)?;
+            slot = (slot + 1) % SLOTS;
+            let t = Instant::now();
+            file.sync_all()?;
+            let _ = syncs.record(t.elapsed().as_micros().max(1) as u64);
+        }
+        Ok(syncs)
+    };
+    let syncs = probe();
+    let _ = std::fs::remove_file(&path);
+    syncs
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -899,4 +982,20 @@ async fn metric(server: SocketAddr, name: &str) -> anyhow::Result<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_disk_probe_times_its_fsyncs_and_cleans_up() {
+        let dir = std::env::temp_dir().join(format!("natter-bench-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let syncs = probe_disk(&dir, Duration::from_millis(200), 4096).unwrap();
+        assert!(!syncs.is_empty(), "no fsync was timed");
+        assert!(syncs.min() >= 1);
+        assert!(!dir.join("natter-bench-disk.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
