@@ -746,3 +746,85 @@ async fn resends_are_found_among_many_logged_keys() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Sent chunks hold references into the inboxes, not a second copy of each message: the sent
+/// stream (across pages of chunks, to several receivers, to oneself and to a group) gives back
+/// the messages exactly as their receivers' inboxes hold them, and so does a resend of a moved
+/// message; the sent chunks take a fraction of the inbox chunks' bytes.
+#[tokio::test]
+async fn sent_chunks_point_into_the_inboxes() {
+    let (dir, path) = fresh_dir("sqlite-refs");
+    let store = open_quiet(&path, None).await;
+    let receivers = ["b", "c", "a", "g1"];
+    let mut n = 0;
+    // Twelve moves (more chunks than a read takes per statement), then a batch left in the log.
+    for round in 0..13 {
+        let batch: Vec<Msg> = (0..8)
+            .map(|i| {
+                n += 1;
+                Msg {
+                    content: format!("{n}:{}", "long text ".repeat(40)),
+                    msg_type: if receivers[i % 4] == "g1" { 1 } else { 0 },
+                    content_type: i as i32 % 3,
+                    create_time: i64::from(n),
+                    ..msg(n, "a", receivers[i % 4], &format!("l{n}"))
+                }
+            })
+            .collect();
+        store.append(&batch).await.unwrap();
+        if round < 12 {
+            assert_eq!(store.prune(0).await.unwrap(), 0);
+        }
+    }
+    let mut archive = file(&dir, "natter.db").await;
+    assert_eq!(count(&mut archive, "sent_chunks").await, 12);
+    let bytes = |table: &str| format!("SELECT SUM(LENGTH(body)) FROM {table}");
+    let inbox_bytes: i64 = sqlx::query_scalar(&bytes("inbox_chunks"))
+        .fetch_one(&mut archive)
+        .await
+        .unwrap();
+    let sent_bytes: i64 = sqlx::query_scalar(&bytes("sent_chunks"))
+        .fetch_one(&mut archive)
+        .await
+        .unwrap();
+    assert!(
+        sent_bytes * 10 < inbox_bytes,
+        "sent chunks {sent_bytes} bytes, inbox chunks {inbox_bytes}"
+    );
+
+    // What each receiver's inbox holds, by server id.
+    let mut held = std::collections::HashMap::new();
+    for user in receivers {
+        for m in store.after(user, Stream::Inbox, 0, 1000).await.unwrap() {
+            if m.send_id == "a" {
+                held.insert(m.server_id.clone(), m);
+            }
+        }
+    }
+    assert_eq!(held.len(), 104);
+    for after in [0, 1, 7, 40, 95, 103, 104] {
+        for limit in [1, 5, 9, 1000] {
+            let sent = store.after("a", Stream::Sent, after, limit).await.unwrap();
+            let want: Vec<i64> = (after + 1..=104).take(limit as usize).collect();
+            let got: Vec<i64> = sent.iter().map(|m| m.send_seq).collect();
+            assert_eq!(got, want, "sent after {after}, limit {limit}");
+            for m in &sent {
+                assert_eq!(Some(m), held.get(&m.server_id), "send_seq {}", m.send_seq);
+            }
+        }
+    }
+
+    // A resend of a moved message gets its original, whole.
+    let again = Msg {
+        create_time: 30,
+        ..msg(500, "a", "a", "l30")
+    };
+    match &store.append(&[again]).await.unwrap()[0] {
+        Appended::Duplicate(original) => {
+            assert!(original.content.starts_with("30:"));
+            assert_eq!(Some(original), held.get(&original.server_id));
+        }
+        other => panic!("a resend of a moved message was stored again: {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

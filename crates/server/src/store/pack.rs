@@ -13,6 +13,12 @@
 //!   are differences from the message before's (wrapping). In a chunk the owner's id repeats, seq
 //!   and send_seq mostly step by one and the times by little, and server ids are UUIDs: a
 //!   message takes about half the bytes of version 1, and so do the pages SQLite writes.
+//! - Version 3, *references* ([`pack_refs`]; the sent chunks, written since): the layout of
+//!   version 2 with only what points at a message and makes its resend key: `send_id`,
+//!   `receiver_id`, `local_id`, `seq`, `send_seq` and `create_time` (the other fields are written
+//!   as empty and zero). The message itself is in the receiver's inbox at `seq`
+//!   ([`is_refs`] tells the reader to look it up there), so the sent stream no longer keeps a
+//!   second copy of every message's content.
 
 use natter_protocol::Msg;
 
@@ -22,6 +28,8 @@ use super::StoreError;
 const V1: u8 = 1;
 /// Fields relative to the message before.
 const V2: u8 = 2;
+/// References: version 2's layout, only the fields that find a message and its resend key.
+const V3: u8 = 3;
 
 /// String tags of version 2.
 const SAME: u64 = 0;
@@ -30,19 +38,36 @@ const BYTES: u64 = 2;
 
 /// `msgs` as one blob.
 pub(super) fn pack<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Vec<u8> {
+    pack_as(msgs, V2)
+}
+
+/// References to `msgs` (version 3): what [`unpack`] gives back has `send_id`, `receiver_id`,
+/// `local_id`, `seq`, `send_seq` and `create_time`; the rest is empty or zero.
+pub(super) fn pack_refs<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Vec<u8> {
+    pack_as(msgs, V3)
+}
+
+/// Whether `blob` holds references ([`pack_refs`]) rather than messages.
+pub(super) fn is_refs(blob: &[u8]) -> bool {
+    blob.first() == Some(&V3)
+}
+
+fn pack_as<'a>(msgs: impl IntoIterator<Item = &'a Msg>, version: u8) -> Vec<u8> {
+    let refs = version == V3;
     let mut out = Vec::with_capacity(256);
-    out.push(V2);
+    out.push(version);
     let empty = Msg::default();
     let mut prev = &empty;
     for m in msgs {
-        for (s, before) in [
-            (&m.server_id, &prev.server_id),
-            (&m.send_id, &prev.send_id),
-            (&m.receiver_id, &prev.receiver_id),
-            (&m.local_id, &prev.local_id),
-            (&m.content, &prev.content),
+        for (s, before, kept) in [
+            (&m.server_id, &prev.server_id, !refs),
+            (&m.send_id, &prev.send_id, true),
+            (&m.receiver_id, &prev.receiver_id, true),
+            (&m.local_id, &prev.local_id, true),
+            (&m.content, &prev.content, !refs),
         ] {
-            if s == before {
+            if !kept || s == before {
+                // A reference's left-out fields stay those of the empty message before the first.
                 put_uint(&mut out, SAME);
             } else if let Some(bytes) = uuid_bytes(s) {
                 put_uint(&mut out, UUID);
@@ -52,13 +77,22 @@ pub(super) fn pack<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Vec<u8> {
                 out.extend_from_slice(s.as_bytes());
             }
         }
+        let (send_time, msg_type, content_type) = if refs {
+            (0, 0, 0)
+        } else {
+            (
+                m.send_time.wrapping_sub(prev.send_time),
+                i64::from(m.msg_type),
+                i64::from(m.content_type),
+            )
+        };
         for n in [
             m.seq.wrapping_sub(prev.seq),
             m.send_seq.wrapping_sub(prev.send_seq),
             m.create_time.wrapping_sub(prev.create_time),
-            m.send_time.wrapping_sub(prev.send_time),
-            i64::from(m.msg_type),
-            i64::from(m.content_type),
+            send_time,
+            msg_type,
+            content_type,
         ] {
             put_int(&mut out, n);
         }
@@ -67,12 +101,13 @@ pub(super) fn pack<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Vec<u8> {
     out
 }
 
-/// The messages of a blob made by [`pack`] (either version).
+/// The messages of a blob made by [`pack`] (any version), or the references of one made by
+/// [`pack_refs`].
 pub(super) fn unpack(blob: &[u8]) -> Result<Vec<Msg>, StoreError> {
     let mut r = Reader { blob, at: 1 };
     let relative = match blob.first() {
         Some(&V1) => false,
-        Some(&V2) => true,
+        Some(&V2 | &V3) => true,
         other => return Err(corrupt(format!("unknown blob version {other:?}"))),
     };
     let mut msgs: Vec<Msg> = Vec::new();
@@ -315,6 +350,27 @@ mod tests {
         }
 
         #[test]
+        fn references_give_back_what_finds_each_message(
+            msgs in proptest::collection::vec(msg(), 0..8),
+        ) {
+            let blob = pack_refs(&msgs);
+            prop_assert!(is_refs(&blob) && !is_refs(&pack(&msgs)));
+            let refs: Vec<Msg> = msgs
+                .iter()
+                .map(|m| Msg {
+                    send_id: m.send_id.clone(),
+                    receiver_id: m.receiver_id.clone(),
+                    local_id: m.local_id.clone(),
+                    seq: m.seq,
+                    send_seq: m.send_seq,
+                    create_time: m.create_time,
+                    ..Msg::default()
+                })
+                .collect();
+            prop_assert_eq!(unpack(&blob).unwrap(), refs);
+        }
+
+        #[test]
         fn a_damaged_blob_is_an_error_not_a_panic(
             msgs in proptest::collection::vec(msg(), 1..4),
             cut in any::<prop::sample::Index>(),
@@ -334,6 +390,7 @@ mod tests {
         assert!(matches!(unpack(&[]), Err(StoreError::Corrupt(_))));
         assert_eq!(unpack(&[V1]).unwrap(), Vec::<Msg>::new());
         assert_eq!(unpack(&[V2]).unwrap(), Vec::<Msg>::new());
+        assert_eq!(unpack(&[V3]).unwrap(), Vec::<Msg>::new());
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! - `natter.db`: the messages in chunks, the `user_seq` counters and the groups. Every
 //!   [`COMPACT_EVERY`] (or sooner when the log fills) the compactor moves the log into
 //!   `natter.db`, on a connection of its own, while the hot file keeps taking commits: per move,
-//!   each user's (or group's) inbox messages become one chunk of `inbox_chunks`, each sender's
-//!   messages one chunk of `sent_chunks`.
+//!   each user's (or group's) inbox messages become one chunk of `inbox_chunks`, and each
+//!   sender's messages one chunk of `sent_chunks` holding references to them (receiver, seq and
+//!   the resend key; store/pack.rs): a message is stored once, in its receiver's inbox.
 //!
 //! Why: a row per message with its indexes cost SQLite ~2.3 µs of CPU per index entry, so
 //!   storing a message cost more than the rest of the server's work on it; a chunk costs a row
@@ -38,6 +39,10 @@
 //!   derived from them on reading, so a receipt writes one row whatever it covers.
 //! - Retention deletes whole chunks, oldest first, once their newest message is older than the
 //!   cutoff: a message can outlive the cutoff by about one move, never go before it.
+//! - A sent chunk's references point into inbox chunks written in the same transaction; a
+//!   reader resolves them there ([`resolve`]). Retention may delete an inbox chunk before a sent
+//!   chunk pointing into it; the messages it held are past the cutoff, and the sent stream
+//!   leaves them out too.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -62,7 +67,7 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use super::{
     Appended, Map, StoreError, Stream, classify, key, migrator, number,
-    pack::{pack, unpack},
+    pack::{is_refs, pack, pack_refs, unpack},
     sql::{CHUNK, COLUMNS, SQLITE_MIGRATIONS},
 };
 
@@ -95,6 +100,9 @@ const LOG_WAL_FRAMES: i64 = 1024;
 
 /// Chunks looked at per statement by retention, so that moves are never held up for long.
 const PRUNE_CHUNKS: i64 = 2000;
+
+/// Chunks a read of a stream takes from `natter.db` per statement.
+const READ_CHUNKS: usize = 8;
 
 /// Rows of the old `messages` table packed into chunks per transaction on start.
 const CONVERT_ROWS: i64 = 8192;
@@ -577,31 +585,46 @@ impl SqliteStore {
             Stream::Inbox => "inbox_chunks",
             Stream::Sent => "sent_chunks",
         };
-        // From the chunk that holds `after + 1` (or the first one after it), in order, until
-        // `limit` messages are found.
+        // From the chunk that holds `after + 1` (or the first one after it), in order, a page of
+        // chunks at a time, until `limit` messages are found.
         let mut conn = self.pool.acquire().await?;
-        let sql = format!(
-            "SELECT body FROM {table} WHERE user_id = ?1 AND first >= \
-             COALESCE((SELECT MAX(first) FROM {table} WHERE user_id = ?1 AND first <= ?2), 0) \
-             ORDER BY first"
+        let mut from: i64 = sqlx::query_scalar(&format!(
+            "SELECT COALESCE(MAX(first), 0) FROM {table} WHERE user_id = ?1 AND first <= ?2"
+        ))
+        .bind(user)
+        .bind(after.saturating_add(1))
+        .fetch_one(&mut *conn)
+        .await?;
+        let page = format!(
+            "SELECT first, body FROM {table} WHERE user_id = ?1 AND first >= ?2 \
+             ORDER BY first LIMIT {READ_CHUNKS}"
         );
-        let mut rows = sqlx::query(&sql)
-            .bind(user)
-            .bind(after.saturating_add(1))
-            .fetch(&mut *conn);
         let mut found = 0;
-        while found < limit {
-            let Some(row) = rows.try_next().await? else {
-                break;
-            };
-            for m in unpack(row.try_get::<&[u8], _>(0)?)? {
-                if cursor(&m) > after && found < limit {
+        'pages: while found < limit {
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&page)
+                .bind(user)
+                .bind(from)
+                .fetch_all(&mut *conn)
+                .await?;
+            for (_, body) in &rows {
+                let mut chunk = unpack(body)?;
+                chunk.retain(|m| cursor(m) > after);
+                if is_refs(body) {
+                    chunk = resolve(&mut conn, "main.inbox_chunks", chunk).await?;
+                }
+                for m in chunk {
+                    if found == limit {
+                        break 'pages;
+                    }
                     found += 1;
                     msgs.push(m);
                 }
             }
+            match rows.last() {
+                Some((first, _)) if rows.len() == READ_CHUNKS => from = first + 1,
+                _ => break,
+            }
         }
-        drop(rows);
         drop(conn);
         msgs.sort_by_key(cursor);
         msgs.dedup_by_key(|m| cursor(m));
@@ -721,17 +744,71 @@ async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg
     .bind(m.create_time)
     .bind(&m.local_id);
     for query in [by_range, by_key] {
+        let mut hit = None;
         let mut rows = query.fetch(&mut *log);
         while let Some(row) = rows.try_next().await? {
-            let found = unpack(row.try_get::<&[u8], _>(0)?)?
-                .into_iter()
-                .find(|s| same_key(s, m));
-            if found.is_some() {
-                return Ok(found);
+            let body = row.try_get::<&[u8], _>(0)?;
+            if let Some(s) = unpack(body)?.into_iter().find(|s| same_key(s, m)) {
+                hit = Some((s, is_refs(body)));
+                break;
             }
+        }
+        drop(rows);
+        match hit {
+            Some((original, false)) => return Ok(Some(original)),
+            Some((reference, true)) => {
+                return Ok(resolve(log, "archive.inbox_chunks", vec![reference])
+                    .await?
+                    .pop());
+            }
+            None => {}
         }
     }
     Ok(None)
+}
+
+/// The messages the references `refs` (of a sent chunk, see [`pack_refs`]) point at, in their
+/// order, from the receivers' chunks in `inbox` (`main.inbox_chunks`, or
+/// `archive.inbox_chunks` on the log's connection). A move writes the inbox chunks in the same
+/// transaction as the sent chunks that point into them; a reference whose message retention has
+/// deleted (its inbox chunk went first) is left out.
+async fn resolve(
+    conn: &mut SqliteConnection,
+    inbox: &str,
+    refs: Vec<Msg>,
+) -> Result<Vec<Msg>, StoreError> {
+    // Per receiver, the range of seqs wanted.
+    let mut wanted: Map<&str, (i64, i64)> = Map::default();
+    for r in &refs {
+        let range = wanted.entry(&r.receiver_id).or_insert((r.seq, r.seq));
+        *range = (range.0.min(r.seq), range.1.max(r.seq));
+    }
+    let sql = format!(
+        "SELECT body FROM {inbox} WHERE user_id = ?1 AND last >= ?2 AND first <= ?3 ORDER BY first"
+    );
+    let mut held: Map<(String, i64), Msg> = Map::default();
+    for (receiver, (low, high)) in wanted {
+        let bodies: Vec<Vec<u8>> = sqlx::query_scalar(&sql)
+            .bind(receiver)
+            .bind(low)
+            .bind(high)
+            .fetch_all(&mut *conn)
+            .await?;
+        for body in &bodies {
+            for m in unpack(body)? {
+                if (low..=high).contains(&m.seq) {
+                    held.insert((m.receiver_id.clone(), m.seq), m);
+                }
+            }
+        }
+    }
+    Ok(refs
+        .into_iter()
+        .filter_map(|r| {
+            held.remove(&(r.receiver_id, r.seq))
+                .filter(|m| m.send_id == r.send_id && m.send_seq == r.send_seq)
+        })
+        .collect())
 }
 
 /// What a move writes: the chunks of each stream and the counters they raise.
@@ -781,17 +858,19 @@ impl Chunks {
                 c.2 = c.2.max(m.create_time);
             }
         }
-        let chunk = |user: &str, run: &[&Msg], cursor: fn(&Msg) -> i64| Chunk {
+        let chunk = |user: &str, run: &[&Msg], cursor: fn(&Msg) -> i64, body: Vec<u8>| Chunk {
             user: user.to_owned(),
             first: cursor(run[0]),
             last: cursor(run[run.len() - 1]),
             last_time: run.iter().map(|m| m.send_time).max().unwrap_or(0),
             created: (0, -1),
             keys: Vec::new(),
-            body: pack(run.iter().copied()),
+            body,
         };
+        // A sent chunk holds references to its messages, which the inbox chunks of the same
+        // move hold (see `resolve`).
         let sent_chunk = |user: &str, run: &[&Msg]| {
-            let mut c = chunk(user, run, |m| m.send_seq);
+            let mut c = chunk(user, run, |m| m.send_seq, pack_refs(run.iter().copied()));
             let mut upto = created_upto.get(user).copied().unwrap_or(-1);
             for m in run.iter().filter(|m| !m.local_id.is_empty()) {
                 if m.create_time > upto {
@@ -809,7 +888,7 @@ impl Chunks {
         Chunks {
             inbox: inbox
                 .into_iter()
-                .map(|(user, run)| chunk(user, &run, |m| m.seq))
+                .map(|(user, run)| chunk(user, &run, |m| m.seq, pack(run.iter().copied())))
                 .collect(),
             sent: sent
                 .into_iter()
