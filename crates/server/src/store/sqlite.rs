@@ -783,8 +783,12 @@ async fn resolve(
         let range = wanted.entry(&r.receiver_id).or_insert((r.seq, r.seq));
         *range = (range.0.min(r.seq), range.1.max(r.seq));
     }
+    // From the chunk that holds `low` to the one that holds `high`, through the index on
+    // (user_id, first): the receiver's older chunks are not read.
     let sql = format!(
-        "SELECT body FROM {inbox} WHERE user_id = ?1 AND last >= ?2 AND first <= ?3 ORDER BY first"
+        "SELECT body FROM {inbox} WHERE user_id = ?1 AND first <= ?3 AND first >= \
+         COALESCE((SELECT MAX(first) FROM {inbox} WHERE user_id = ?1 AND first <= ?2), 0) \
+         ORDER BY first"
     );
     let mut held: Map<(String, i64), Msg> = Map::default();
     for (receiver, (low, high)) in wanted {
