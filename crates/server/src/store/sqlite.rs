@@ -89,7 +89,7 @@ const COMPACT_ROWS: i64 = 8192;
 
 /// The compactor's tick: messages wait at most about this long in the log. Short, so that each
 /// move is small: a move disturbs the commits that run beside it (its writes and fsyncs share the
-/// disk, its checkpoint holds appends for a moment) about in proportion to its size, while what
+/// disk, its CPU the cores) about in proportion to its size, while what
 /// all moves cost together barely changes (docs/benchmarks.md: ack p99 at 20,000/s was 7.6 ms
 /// with 100 ms, 13.7 with 250 and 23.3 with 1000).
 const COMPACT_EVERY: Duration = Duration::from_millis(50);
@@ -610,7 +610,7 @@ impl SqliteStore {
                 let mut chunk = unpack(body)?;
                 chunk.retain(|m| cursor(m) > after);
                 if is_refs(body) {
-                    chunk = resolve(&mut conn, "main.inbox_chunks", chunk).await?;
+                    chunk = resolve(&mut conn, "main.inbox_chunks", &chunk).await?;
                 }
                 for m in chunk {
                     if found == limit {
@@ -757,7 +757,7 @@ async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg
         match hit {
             Some((original, false)) => return Ok(Some(original)),
             Some((reference, true)) => {
-                return Ok(resolve(log, "archive.inbox_chunks", vec![reference])
+                return Ok(resolve(log, "archive.inbox_chunks", &[reference])
                     .await?
                     .pop());
             }
@@ -775,13 +775,15 @@ async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg
 async fn resolve(
     conn: &mut SqliteConnection,
     inbox: &str,
-    refs: Vec<Msg>,
+    refs: &[Msg],
 ) -> Result<Vec<Msg>, StoreError> {
-    // Per receiver, the range of seqs wanted.
-    let mut wanted: Map<&str, (i64, i64)> = Map::default();
-    for r in &refs {
-        let range = wanted.entry(&r.receiver_id).or_insert((r.seq, r.seq));
+    // Per receiver, the range of seqs wanted; per reference, where its message goes.
+    let mut ranges: Map<&str, (i64, i64)> = Map::default();
+    let mut place: Map<(&str, i64), usize> = Map::default();
+    for (i, r) in refs.iter().enumerate() {
+        let range = ranges.entry(&r.receiver_id).or_insert((r.seq, r.seq));
         *range = (range.0.min(r.seq), range.1.max(r.seq));
+        place.insert((&r.receiver_id, r.seq), i);
     }
     // From the chunk that holds `low` to the one that holds `high`, through the index on
     // (user_id, first): the receiver's older chunks are not read.
@@ -790,8 +792,8 @@ async fn resolve(
          COALESCE((SELECT MAX(first) FROM {inbox} WHERE user_id = ?1 AND first <= ?2), 0) \
          ORDER BY first"
     );
-    let mut held: Map<(String, i64), Msg> = Map::default();
-    for (receiver, (low, high)) in wanted {
+    let mut found: Vec<Option<Msg>> = vec![None; refs.len()];
+    for (receiver, (low, high)) in ranges {
         let bodies: Vec<Vec<u8>> = sqlx::query_scalar(&sql)
             .bind(receiver)
             .bind(low)
@@ -800,19 +802,16 @@ async fn resolve(
             .await?;
         for body in &bodies {
             for m in unpack(body)? {
-                if (low..=high).contains(&m.seq) {
-                    held.insert((m.receiver_id.clone(), m.seq), m);
+                if let Some(&i) = place.get(&(receiver, m.seq)) {
+                    let r = &refs[i];
+                    if m.send_id == r.send_id && m.send_seq == r.send_seq {
+                        found[i] = Some(m);
+                    }
                 }
             }
         }
     }
-    Ok(refs
-        .into_iter()
-        .filter_map(|r| {
-            held.remove(&(r.receiver_id, r.seq))
-                .filter(|m| m.send_id == r.send_id && m.send_seq == r.send_seq)
-        })
-        .collect())
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// What a move writes: the chunks of each stream and the counters they raise.
