@@ -111,6 +111,10 @@ enum Scenario {
         /// `<run>-<counter>`.
         #[arg(long)]
         random_ids: bool,
+        /// `create_time` 0, as the tutorial's example JSON has it (every message is then looked
+        /// up as a possible resend); the send instant travels at the end of the `local_id`.
+        #[arg(long)]
+        zero_create_time: bool,
     },
     /// Disk: write + fsync latency in a directory (no server).
     Disk {
@@ -169,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             size,
             duration,
             random_ids,
+            zero_create_time,
         } => {
             let cfg = PairsConfig {
                 pairs,
@@ -179,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 size,
                 duration: Duration::from_secs(duration),
                 random_ids,
+                zero_create_time,
             };
             run_pairs(&net, cfg).await
         }
@@ -424,6 +430,7 @@ struct PairsConfig {
     size: usize,
     duration: Duration,
     random_ids: bool,
+    zero_create_time: bool,
 }
 
 const WARMUP: Duration = Duration::from_secs(1);
@@ -465,6 +472,8 @@ struct Run {
     ack_latency: Mutex<Histogram<u64>>,
     /// `local_id`s that look like random UUIDs (`pairs --random-ids`).
     random_ids: bool,
+    /// `create_time` 0 (`pairs --zero-create-time`).
+    zero_create_time: bool,
 }
 
 impl Run {
@@ -500,18 +509,36 @@ fn message(run: &Run, to: &str, seq: u64, content: &str) -> Message {
     } else {
         format!("{}-{seq}", run_tag())
     };
+    let (local_id, create_time) = if run.zero_create_time {
+        (format!("{local_id}{SENT_AT}{at_micros}"), 0)
+    } else {
+        (local_id, at_micros)
+    };
     Message::text(format!(
-        r#"{{"receiver_id":"{to}","local_id":"{local_id}","create_time":{at_micros},"content":"{content}"}}"#
+        r#"{{"receiver_id":"{to}","local_id":"{local_id}","create_time":{create_time},"content":"{content}"}}"#
     ))
 }
 
-/// `create_time` of a server frame, without a full JSON parse.
-fn create_time(frame: &str) -> Option<u64> {
-    let rest = frame.split("\"create_time\":").nth(1)?;
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+/// What precedes the send instant in a `local_id` (`pairs --zero-create-time`).
+const SENT_AT: &str = "-at";
+
+/// When a server frame's message was sent (µs since the bench started): its `create_time`, or
+/// with `create_time` 0 the end of its `local_id`. Without a full JSON parse.
+fn sent_at(frame: &str) -> Option<u64> {
+    let number = |rest: &str| {
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse::<u64>().ok()
+    };
+    match number(frame.split("\"create_time\":").nth(1)?)? {
+        0 => {
+            let local_id = frame.split("\"local_id\":\"").nth(1)?;
+            let local_id = &local_id[..local_id.find('"')?];
+            number(local_id.rsplit(SENT_AT).next()?)
+        }
+        at => Some(at),
+    }
 }
 
 fn is_ack(frame: &str) -> bool {
@@ -528,6 +555,7 @@ async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()> {
         acked: AtomicU64::new(0),
         ack_latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         random_ids: cfg.random_ids,
+        zero_create_time: cfg.zero_create_time,
     });
     let content = "x".repeat(cfg.size);
     let mut n = 0;
@@ -736,7 +764,7 @@ async fn send(
         match frame {
             Some(Ok(Message::Text(t))) if is_ack(&t) => {
                 acked += 1;
-                if let Some(at) = create_time(&t).filter(|&at| at >= WARMUP.as_micros() as u64) {
+                if let Some(at) = sent_at(&t).filter(|&at| at >= WARMUP.as_micros() as u64) {
                     let _ = ack_latency.record(run.micros().saturating_sub(at).max(1));
                     run.acked.fetch_add(1, Ordering::Relaxed);
                 }
@@ -784,7 +812,7 @@ async fn receive(mut ws: Ws, run: Arc<Run>, pair: Arc<Pair>) -> anyhow::Result<u
                 got += 1;
                 pair.received.fetch_add(1, Ordering::Relaxed);
                 pair.progress.notify_one();
-                if let Some(at) = create_time(&t).filter(|&at| at >= warm) {
+                if let Some(at) = sent_at(&t).filter(|&at| at >= warm) {
                     let _ = local.record(now.saturating_sub(at).max(1));
                     run.delivered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -997,5 +1025,19 @@ mod tests {
         assert!(syncs.min() >= 1);
         assert!(!dir.join("natter-bench-disk.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_send_instant_comes_from_create_time_or_else_the_local_id() {
+        let frame = |local_id: &str, create_time: u64| {
+            format!(
+                r#"{{"send_id":"s","receiver_id":"r","local_id":"{local_id}","server_id":"x","create_time":{create_time},"send_time":5,"seq":1,"msg_type":24}}"#
+            )
+        };
+        assert_eq!(sent_at(&frame("run-7", 1234)), Some(1234));
+        assert_eq!(sent_at(&frame("run-7-at1234567", 0)), Some(1_234_567));
+        assert_eq!(sent_at(&frame("00ff-at-at42", 0)), Some(42));
+        assert_eq!(sent_at(&frame("run-7", 0)), None);
+        assert_eq!(sent_at(r#"{"content":"no times"}"#), None);
     }
 }

@@ -30,9 +30,11 @@
 //!   committing connection, checkpoints the log's WAL.
 //! - A resend is looked up only if its `create_time` is at or below its sender's
 //!   `created_upto` (tail, else `user_seq`), which a move raises in the same transaction as the
-//!   chunks it writes; in `natter.db` it is found through the one sent chunk whose create_time
-//!   range holds it, or by its key in `sent_keys` (a range covers only messages created after
-//!   all their sender's stored ones; the rest are keyed, see [`Chunks::of`]).
+//!   chunks it writes, or is 0 or less (no time: always looked up); in `natter.db` it is found
+//!   through the one sent chunk whose create_time range holds it, or by its key in `sent_keys`
+//!   (a range covers only messages created after all their sender's stored ones, with a
+//!   create_time above 0; the rest are keyed, see [`Chunks::of`]). A batch's lookups in
+//!   `natter.db` take one statement per [`CHUNK`] of them ([`find_archived`]).
 //! - A reader takes the tail's batches before reading `natter.db`: a batch gone from the tail by
 //!   then was moved before, so `natter.db` has it; a message seen in both is taken once.
 //! - Read receipts are read marks (reader, peer, up to server_id) in the hot file; `is_read` is
@@ -66,7 +68,7 @@ use sqlx::{
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use super::{
-    Appended, Map, StoreError, Stream, classify, key, migrator, number,
+    Appended, Key, Map, StoreError, Stream, classify, key, migrator, number,
     pack::{is_refs, pack, pack_refs, unpack},
     sql::{CHUNK, COLUMNS, SQLITE_MIGRATIONS},
 };
@@ -443,7 +445,9 @@ impl SqliteStore {
             let tail = self.tail();
             let mut lookups = Vec::new();
             for m in batch.iter().filter(|m| {
-                !m.local_id.is_empty() && m.create_time <= counter(&tail, &m.send_id).created_upto
+                // A create_time of 0 or less is no time at all: always looked up (and keyed).
+                !m.local_id.is_empty()
+                    && m.create_time <= counter(&tail, &m.send_id).created_upto.max(0)
             }) {
                 match tail.original(m) {
                     Some(original) => {
@@ -454,10 +458,8 @@ impl SqliteStore {
             }
             lookups
         };
-        for m in lookups {
-            if let Some(original) = find_archived(&mut log, m).await? {
-                stored.insert(key(m), original);
-            }
+        if !lookups.is_empty() {
+            stored.extend(find_archived(&mut log, &lookups).await?);
         }
         let (fresh, repeat_of) = classify(batch, &stored);
 
@@ -726,45 +728,67 @@ impl SqliteStore {
     }
 }
 
-/// The original in `natter.db` of a message sent again: looked for in its sender's sent chunk
+/// The originals in `natter.db` of messages sent again (`lookups`), by [`Key`]: one statement
+/// per [`CHUNK`] lookups, not one per message. A message is looked for in its sender's sent chunk
 /// whose create_time range holds its `create_time` (at most one: the ranges cover only messages
-/// created in order, see [`Chunks::of`]), then by its key in `sent_keys` (the others).
-async fn find_archived(log: &mut SqliteConnection, m: &Msg) -> Result<Option<Msg>, StoreError> {
-    let by_range = sqlx::query(
-        "SELECT body FROM archive.sent_chunks \
-         WHERE user_id = ?1 AND created_upto >= ?2 AND created_from <= ?2",
-    )
-    .bind(&m.send_id)
-    .bind(m.create_time);
-    let by_key = sqlx::query(
-        "SELECT c.body FROM archive.sent_keys k JOIN archive.sent_chunks c ON c.id = k.chunk \
-         WHERE k.user_id = ?1 AND k.create_time = ?2 AND k.local_id = ?3",
-    )
-    .bind(&m.send_id)
-    .bind(m.create_time)
-    .bind(&m.local_id);
-    for query in [by_range, by_key] {
-        let mut hit = None;
-        let mut rows = query.fetch(&mut *log);
+/// created in order, see [`Chunks::of`]), and by its key in `sent_keys` (the others); each chunk
+/// found is read once, however many lookups it answers. Only real resends find something, and
+/// each of those reads the receiver's inbox chunk its reference points into.
+///
+/// A client that leaves create_time at 0 (the tutorial's example) has every message looked up;
+/// one statement per message made such a batch cost ~40 times the CPU of an ordinary one, with
+/// the log connection held, so every other sender waited behind it.
+async fn find_archived(
+    log: &mut SqliteConnection,
+    lookups: &[&Msg],
+) -> Result<Map<Key, Msg>, StoreError> {
+    let mut found = Map::default();
+    for part in lookups.chunks(CHUNK) {
+        let wanted: HashSet<(&str, i64, &str), foldhash::fast::RandomState> = part
+            .iter()
+            .map(|m| (m.send_id.as_str(), m.create_time, m.local_id.as_str()))
+            .collect();
+        // A join from the constant rows: SQLite looks up the indexes for each of them.
+        let mut q = QueryBuilder::<Sqlite>::new("WITH k (user_id, create_time, local_id) AS (");
+        q.push_values(part, |mut b, m| {
+            b.push_bind(m.send_id.as_str())
+                .push_bind(m.create_time)
+                .push_bind(m.local_id.as_str());
+        });
+        q.push(
+            ") SELECT body FROM archive.sent_chunks WHERE id IN (\
+             SELECT c.id FROM k JOIN archive.sent_chunks c ON c.user_id = k.user_id \
+             AND c.created_upto >= k.create_time AND c.created_from <= k.create_time \
+             UNION SELECT s.chunk FROM k JOIN archive.sent_keys s ON s.user_id = k.user_id \
+             AND s.create_time = k.create_time AND s.local_id = k.local_id)",
+        );
+        let mut references = Vec::new();
+        let mut rows = q.build().fetch(&mut *log);
         while let Some(row) = rows.try_next().await? {
             let body = row.try_get::<&[u8], _>(0)?;
-            if let Some(s) = unpack(body)?.into_iter().find(|s| same_key(s, m)) {
-                hit = Some((s, is_refs(body)));
-                break;
+            let refs = is_refs(body);
+            for m in unpack(body)? {
+                if wanted.contains(&(m.send_id.as_str(), m.create_time, m.local_id.as_str())) {
+                    if refs {
+                        references.push(m);
+                    } else {
+                        found.insert(key(&m), m);
+                    }
+                }
             }
         }
         drop(rows);
-        match hit {
-            Some((original, false)) => return Ok(Some(original)),
-            Some((reference, true)) => {
-                return Ok(resolve(log, "archive.inbox_chunks", &[reference])
-                    .await?
-                    .pop());
+        // One at a time: resends of old messages may point far apart in a receiver's inbox.
+        for reference in references {
+            if let Some(original) = resolve(log, "archive.inbox_chunks", &[reference])
+                .await?
+                .pop()
+            {
+                found.insert(key(&original), original);
             }
-            None => {}
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// The messages the references `refs` (of a sent chunk, see [`pack_refs`]) point at, in their
@@ -843,10 +867,12 @@ impl Chunks {
     ///
     /// `created_upto` holds, for senders of `msgs`, the greatest create_time of their messages
     /// with a local_id stored before (absent: none). A message created after all of them, and
-    /// after its sender's earlier messages here, is *in order*: those create_times only grow,
-    /// so the sent chunks' ranges of them never overlap and a resend's lookup reads at most one
-    /// chunk. The others go in the chunk's `keys` (`sent_keys`), or every lookup of a client
-    /// that leaves create_time at 0 would read all of its chunks.
+    /// after its sender's earlier messages here, with a create_time above 0, is *in order*:
+    /// those create_times only grow, so the sent chunks' ranges of them never overlap and a
+    /// resend's lookup reads at most one chunk. The others go in the chunk's `keys`
+    /// (`sent_keys`): else every lookup of a client that leaves create_time at 0 would read all
+    /// of its chunks, or (were its first message in order, a range of 0 to 0) that one chunk
+    /// for every message it sends.
     fn of<'a>(msgs: impl IntoIterator<Item = &'a Msg>, created_upto: &Map<String, i64>) -> Chunks {
         let mut inbox: Map<&str, Vec<&Msg>> = Map::default();
         let mut sent: Map<&str, Vec<&Msg>> = Map::default();
@@ -874,7 +900,8 @@ impl Chunks {
         // move hold (see `resolve`).
         let sent_chunk = |user: &str, run: &[&Msg]| {
             let mut c = chunk(user, run, |m| m.send_seq, pack_refs(run.iter().copied()));
-            let mut upto = created_upto.get(user).copied().unwrap_or(-1);
+            // At least 0: a message without a create_time (0 or less) is never in order.
+            let mut upto = created_upto.get(user).copied().unwrap_or(-1).max(0);
             for m in run.iter().filter(|m| !m.local_id.is_empty()) {
                 if m.create_time > upto {
                     if c.created.1 < c.created.0 {
