@@ -95,7 +95,10 @@ pub struct StorageConfig {
     /// Messages older than this are deleted; 0 keeps them forever.
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
-    /// Most messages committed in one transaction.
+    /// Most messages committed in one transaction; the queue in front of the store holds four
+    /// times as many before senders wait. 2000 (the most allowed) by default: with many senders
+    /// each waiting for a few acks, a smaller queue filled up and throughput halved
+    /// (docs/benchmarks.md, 2026-11-27, fifth session).
     pub batch_max: usize,
 }
 
@@ -107,7 +110,7 @@ impl Default for StorageConfig {
             url: String::new(),
             pool_size: 8,
             retention: Duration::ZERO,
-            batch_max: 512,
+            batch_max: 2000,
         }
     }
 }
