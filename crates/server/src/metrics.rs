@@ -75,7 +75,7 @@ impl LatencyHistogram {
         self.add(&samples);
     }
 
-    fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut String) {
         let (name, help) = (self.name, self.help);
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;

@@ -355,3 +355,35 @@ async fn sql(backend: Backend, target: &str, statement: &str) {
         }
     }
 }
+
+/// SQLite's compactor shows in /metrics: every move timed, and the messages still waiting in
+/// the log (none once the move after the last append has run).
+#[tokio::test]
+async fn sqlite_moves_are_timed_in_metrics() {
+    let server = start(config_for(Backend::Sqlite).await).await;
+    let mut a = server.connect("a", "p").await;
+    for i in 0..5 {
+        send_acked(&mut a, "b", &format!("m{i}"), "hello").await;
+    }
+    // The compactor moves the log every 50 ms.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let moves = server.metric("natter_store_move_seconds_count").await;
+        let waiting = server.metric("natter_store_log_messages").await;
+        if moves >= 1.0 && waiting == 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "moves {moves}, messages waiting {waiting}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(server.metric("natter_store_move_seconds_sum").await > 0.0);
+    let (_, body) = server.get("/metrics").await;
+    assert!(
+        body.contains("# TYPE natter_store_log_messages gauge"),
+        "{body}"
+    );
+    assert!(body.contains("natter_store_move_seconds_bucket{le=\"+Inf\"}"));
+}

@@ -210,6 +210,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The groups `user` is a member of, with the user's role in each and the group's last seq.
     fn groups_of<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<MyGroup>, StoreError>>;
+
+    /// Appends the store's own metrics (Prometheus text) to `out`.
+    fn render_metrics(&self, out: &mut String);
 }
 
 /// Opens the configured store, creating its schema on first start. `None` when storage is off.

@@ -359,6 +359,10 @@ macro_rules! sql_store {
         }
 
         impl Store for $Store {
+            fn render_metrics(&self, out: &mut String) {
+                self.render_metrics_impl(out)
+            }
+
             fn create_group<'a>(
                 &'a self,
                 group: &'a Group,
@@ -665,6 +669,9 @@ impl PostgresStore {
     fn group_seq_floor(&self, _group_id: &str) -> i64 {
         0
     }
+
+    /// Nothing of its own beyond the commit metrics every store has.
+    fn render_metrics_impl(&self, _out: &mut String) {}
 }
 
 sql_store!(PostgresStore, Postgres);

@@ -67,6 +67,8 @@ use sqlx::{
 };
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
+use crate::metrics::LatencyHistogram;
+
 use super::{
     Appended, Key, Map, StoreError, Stream, classify, key, migrator, number,
     pack::{is_refs, pack, pack_refs, unpack},
@@ -142,6 +144,8 @@ struct Hot {
     wake: Arc<Notify>,
     /// Messages the log may hold before appends are refused ([`LOG_LIMIT`]).
     log_limit: i64,
+    /// How long each move took (`natter_store_move_seconds`).
+    moves: LatencyHistogram,
     _lock: File,
 }
 
@@ -368,6 +372,10 @@ impl SqliteStore {
                 }),
                 wake: wake.clone(),
                 log_limit: tuning.log_limit,
+                moves: LatencyHistogram::new(
+                    "natter_store_move_seconds",
+                    "Time to move the SQLite message log into natter.db (one move)",
+                ),
                 _lock: lock,
             }),
         };
@@ -725,6 +733,19 @@ impl SqliteStore {
     /// A group's seq as far as the log knows it (0 when the log has none of its messages).
     pub(super) fn group_seq_floor(&self, group_id: &str) -> i64 {
         self.tail().counters.get(group_id).map_or(0, |c| c.seq)
+    }
+
+    /// The compactor's metrics: how long moves take, and how many messages wait in the log.
+    pub(super) fn render_metrics_impl(&self, out: &mut String) {
+        use std::fmt::Write;
+        self.hot.moves.render(out);
+        let waiting = self.tail().rows();
+        let name = "natter_store_log_messages";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Messages committed to the SQLite log and not yet moved into natter.db\n\
+             # TYPE {name} gauge\n{name} {waiting}"
+        );
     }
 }
 
@@ -1200,7 +1221,9 @@ async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Result<(), Stor
         sqlx::query(checkpoint).execute(&hot.reads).await?;
     }
     if moved > 0 {
-        tracing::debug!(moved, upto, took = ?started.elapsed(), "log compacted");
+        let took = started.elapsed();
+        hot.moves.record(took);
+        tracing::debug!(moved, upto, ?took, "log compacted");
     }
     Ok(())
 }
