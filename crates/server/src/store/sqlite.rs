@@ -610,26 +610,27 @@ impl SqliteStore {
              ORDER BY first LIMIT {READ_CHUNKS}"
         );
         let mut found = 0;
-        'pages: while found < limit {
+        while found < limit {
             let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&page)
                 .bind(user)
                 .bind(from)
                 .fetch_all(&mut *conn)
                 .await?;
+            // The page's messages, and its references resolved together: one statement per
+            // receiver for the page, not per chunk.
+            let mut read = Vec::new();
+            let mut refs = Vec::new();
             for (_, body) in &rows {
-                let mut chunk = unpack(body)?;
-                chunk.retain(|m| cursor(m) > after);
-                if is_refs(body) {
-                    chunk = resolve(&mut conn, "main.inbox_chunks", &chunk).await?;
-                }
-                for m in chunk {
-                    if found == limit {
-                        break 'pages;
-                    }
-                    found += 1;
-                    msgs.push(m);
-                }
+                let into = if is_refs(body) { &mut refs } else { &mut read };
+                into.extend(unpack(body)?.into_iter().filter(|m| cursor(m) > after));
             }
+            if !refs.is_empty() {
+                read.extend(resolve(&mut conn, "main.inbox_chunks", &refs).await?);
+            }
+            read.sort_by_key(cursor);
+            read.truncate(limit - found);
+            found += read.len();
+            msgs.extend(read);
             match rows.last() {
                 Some((first, _)) if rows.len() == READ_CHUNKS => from = first + 1,
                 _ => break,
@@ -812,7 +813,7 @@ async fn find_archived(
     Ok(found)
 }
 
-/// The messages the references `refs` (of a sent chunk, see [`pack_refs`]) point at, in their
+/// The messages the references `refs` (of sent chunks, see [`pack_refs`]) point at, in their
 /// order, from the receivers' chunks in `inbox` (`main.inbox_chunks`, or
 /// `archive.inbox_chunks` on the log's connection). A move writes the inbox chunks in the same
 /// transaction as the sent chunks that point into them; a reference whose message retention has
