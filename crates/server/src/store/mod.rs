@@ -8,11 +8,14 @@
 //! writers on several nodes never hand out the same number and never skip one; SQLite, the only
 //! writer of its files: counters in memory), the messages are stored, and read receipts recorded.
 //!
-//! PostgreSQL stores a row per message; SQLite packs them into per-stream chunks (sqlite.rs).
-//! Groups and counters share their SQL through the `sql_store!` macro (sql.rs).
+//! - `batch.rs`: which messages of a batch are new or resent, and their numbers (both stores).
+//! - `postgres.rs`: PostgreSQL, a row per message.
+//! - `sqlite/`: SQLite, a log of batches and per-stream chunks (its `mod.rs` has the tour).
+//! - `group_sql.rs`: the group tables, the same SQL on both.
 
-mod pack;
-mod sql;
+mod batch;
+mod group_sql;
+mod postgres;
 mod sqlite;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -23,7 +26,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use crate::config::{StorageBackend, StorageConfig};
 
-pub use sql::PostgresStore;
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, Tuning};
 
 /// What happened to one message of a batch.
@@ -71,12 +74,11 @@ impl Role {
         }
     }
 
-    pub fn parse(s: &str) -> Role {
-        match s {
-            "owner" => Role::Owner,
-            "admin" => Role::Admin,
-            _ => Role::Member,
-        }
+    /// The role `as_str` wrote; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Owner, Role::Admin, Role::Member]
+            .into_iter()
+            .find(|r| r.as_str() == s)
     }
 
     /// Owners and admins manage members and the name.
@@ -258,116 +260,10 @@ async fn migrator(
     Ok(Migrator::new(Embedded(migrations)).await?)
 }
 
-/// Sequence numbers a batch needs, per user: (inbox messages, sent messages).
-fn seq_demand(batch: &[Msg], fresh: &[bool]) -> Vec<(String, i64, i64)> {
-    let mut demand: HashMap<&str, (i64, i64)> = HashMap::new();
-    for (msg, _) in batch.iter().zip(fresh).filter(|(_, f)| **f) {
-        demand.entry(&msg.receiver_id).or_default().0 += 1;
-        demand.entry(&msg.send_id).or_default().1 += 1;
-    }
-    let mut out: Vec<(String, i64, i64)> = demand
-        .into_iter()
-        .map(|(user, (inbox, sent))| (user.to_owned(), inbox, sent))
-        .collect();
-    // One lock order for every writer: concurrent batches on several nodes cannot deadlock.
-    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-/// What makes a message the same message when it is sent again: `(send_id, create_time,
-/// local_id)`, all three set by the sending client (a resend repeats the message as it was).
-/// Keeping `create_time` in the key orders a sender's keys by time: PostgreSQL's idempotency
-/// index grows at its end whatever the client's `local_id`s look like (random UUIDs included),
-/// and SQLite needs no lookup for a message newer than everything its sender had stored (older
-/// ones are found through the create_time ranges of the sender's sent chunks, or `sent_keys`).
-type Key = (String, i64, String);
-
-/// The maps of the message path, hashed with foldhash (already in the tree, through hashbrown)
-/// rather than SipHash: storing a message takes about ten lookups by user id or [`Key`].
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-fn key(m: &Msg) -> Key {
-    (m.send_id.clone(), m.create_time, m.local_id.clone())
-}
-
-/// Which messages of a batch are new: not stored before (`stored` holds the originals found by
-/// [`Key`]) and not a repeat of an earlier message of the same batch.
-fn classify(batch: &[Msg], stored: &Map<Key, Msg>) -> (Vec<bool>, Vec<Option<usize>>) {
-    let mut first_in_batch: Map<(&str, i64, &str), usize> = Map::default();
-    let mut fresh = Vec::with_capacity(batch.len());
-    // For a repeat within the batch: the index of the first occurrence.
-    let mut repeat_of = Vec::with_capacity(batch.len());
-    for (i, m) in batch.iter().enumerate() {
-        if m.local_id.is_empty() {
-            fresh.push(true);
-            repeat_of.push(None);
-            continue;
-        }
-        if !stored.is_empty() && stored.contains_key(&key(m)) {
-            fresh.push(false);
-            repeat_of.push(None);
-            continue;
-        }
-        match first_in_batch.entry((&m.send_id, m.create_time, &m.local_id)) {
-            std::collections::hash_map::Entry::Occupied(e) => {
-                fresh.push(false);
-                repeat_of.push(Some(*e.get()));
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(i);
-                fresh.push(true);
-                repeat_of.push(None);
-            }
-        }
-    }
-    (fresh, repeat_of)
-}
-
-/// Numbers the new messages of a batch and decides every message's outcome. `next` holds, per
-/// user, the next free `seq` and `send_seq`; it is advanced past the numbers handed out.
-/// Returns the numbered new messages (to insert) and one outcome per message of `batch`.
-fn number(
-    batch: &[Msg],
-    fresh: &[bool],
-    repeat_of: &[Option<usize>],
-    stored: &Map<Key, Msg>,
-    next: &mut Map<String, (i64, i64)>,
-) -> (Vec<Msg>, Vec<Appended>) {
-    let mut numbered: Vec<Msg> = Vec::with_capacity(batch.len());
-    let mut outcomes: Vec<Appended> = Vec::with_capacity(batch.len());
-    for (i, m) in batch.iter().enumerate() {
-        if fresh[i] {
-            let mut m = m.clone();
-            m.seq = next.get_mut(&m.receiver_id).map_or(0, |n| {
-                n.0 += 1;
-                n.0 - 1
-            });
-            m.send_seq = next.get_mut(&m.send_id).map_or(0, |n| {
-                n.1 += 1;
-                n.1 - 1
-            });
-            outcomes.push(Appended::New {
-                seq: m.seq,
-                send_seq: m.send_seq,
-            });
-            numbered.push(m);
-        } else if let Some(first) = repeat_of[i] {
-            let original = match &outcomes[first] {
-                Appended::New { seq, send_seq } => Msg {
-                    seq: *seq,
-                    send_seq: *send_seq,
-                    ..batch[first].clone()
-                },
-                Appended::Duplicate(m) => m.clone(),
-            };
-            outcomes.push(Appended::Duplicate(original));
-        } else {
-            let original = stored.get(&key(m)).cloned().unwrap_or_else(|| m.clone());
-            outcomes.push(Appended::Duplicate(original));
-        }
-    }
-    (numbered, outcomes)
-}
+/// Rows per multi-row statement. Batches are cut into chunks of this size so that only a few
+/// distinct statements exist (full chunks, plus one per remainder size), and every one of them
+/// stays in the connection's prepared-statement cache instead of being parsed per batch.
+const CHUNK: usize = 128;
 
 /// How long to wait between retention passes for a given retention period.
 pub fn prune_interval(retention: Duration) -> Duration {

@@ -2,60 +2,56 @@
 //! chunk of an inbox or sent stream in `natter.db`): one blob per many messages instead of a row
 //! and index entries per message.
 //!
-//! Format: a version byte, then the messages, each as its strings (`server_id`, `send_id`,
+//! Format: a kind byte, then the messages, each as its strings (`server_id`, `send_id`,
 //! `receiver_id`, `local_id`, `content`) and its numbers (`seq`, `send_seq`, `create_time`,
-//! `send_time`, `msg_type`, `content_type`; zigzag LEB128). `is_read` is not stored: SQLite
-//! derives it from the read marks.
-//! - Version 1: every string as a LEB128 length and its UTF-8 bytes, every number in full.
-//! - Version 2 (written since): each field relative to the message before it in the blob. A
-//!   string is a LEB128 tag: 0 = the same as the message before's, 1 = a UUID in canonical
-//!   lowercase form, as its 16 bytes, n >= 2 = n - 2 UTF-8 bytes follow. The first four numbers
-//!   are differences from the message before's (wrapping). In a chunk the owner's id repeats, seq
-//!   and send_seq mostly step by one and the times by little, and server ids are UUIDs: a
-//!   message takes about half the bytes of version 1, and so do the pages SQLite writes.
-//! - Version 3, *references* ([`pack_refs`]; the sent chunks, written since): the layout of
-//!   version 2 with only what points at a message and makes its resend key: `send_id`,
-//!   `receiver_id`, `local_id`, `seq`, `send_seq` and `create_time` (the other fields are written
-//!   as empty and zero). The message itself is in the receiver's inbox at `seq`
-//!   ([`is_refs`] tells the reader to look it up there), so the sent stream no longer keeps a
-//!   second copy of every message's content.
+//! `send_time`, `msg_type`, `content_type`; zigzag LEB128), each field relative to the message
+//! before it in the blob. A string is a LEB128 tag: 0 = the same as the message before's, 1 = a
+//! UUID in canonical lowercase form, as its 16 bytes, n >= 2 = n - 2 UTF-8 bytes follow. The
+//! first four numbers are differences from the message before's (wrapping). In a chunk the
+//! owner's id repeats, seq and send_seq mostly step by one and the times by little, and server
+//! ids are UUIDs, so a message takes few bytes. `is_read` is not stored: it is derived from the
+//! read marks.
+//!
+//! Kinds: [`MESSAGES`] (whole messages: log batches, inbox chunks) and [`REFERENCES`] (the sent
+//! chunks, [`pack_refs`]): the same layout with only what points at a message and makes its
+//! resend key (`send_id`, `receiver_id`, `local_id`, `seq`, `send_seq`, `create_time`; the other
+//! fields are written as empty and zero). The message itself is in the receiver's inbox at `seq`
+//! ([`is_refs`] tells the reader to look it up there), so a message's content is stored once.
 
 use natter_protocol::Msg;
 
-use super::StoreError;
+use crate::store::StoreError;
 
-/// Every field in full.
-const V1: u8 = 1;
-/// Fields relative to the message before.
-const V2: u8 = 2;
-/// References: version 2's layout, only the fields that find a message and its resend key.
-const V3: u8 = 3;
+/// Whole messages.
+const MESSAGES: u8 = 2;
+/// References: the same layout, only the fields that find a message and its resend key.
+const REFERENCES: u8 = 3;
 
-/// String tags of version 2.
+/// String tags.
 const SAME: u64 = 0;
 const UUID: u64 = 1;
 const BYTES: u64 = 2;
 
 /// `msgs` as one blob.
 pub(super) fn pack<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Vec<u8> {
-    pack_as(msgs, V2)
+    pack_as(msgs, MESSAGES)
 }
 
-/// References to `msgs` (version 3): what [`unpack`] gives back has `send_id`, `receiver_id`,
+/// References to `msgs`: what [`unpack`] gives back has `send_id`, `receiver_id`,
 /// `local_id`, `seq`, `send_seq` and `create_time`; the rest is empty or zero.
 pub(super) fn pack_refs<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Vec<u8> {
-    pack_as(msgs, V3)
+    pack_as(msgs, REFERENCES)
 }
 
 /// Whether `blob` holds references ([`pack_refs`]) rather than messages.
 pub(super) fn is_refs(blob: &[u8]) -> bool {
-    blob.first() == Some(&V3)
+    blob.first() == Some(&REFERENCES)
 }
 
-fn pack_as<'a>(msgs: impl IntoIterator<Item = &'a Msg>, version: u8) -> Vec<u8> {
-    let refs = version == V3;
+fn pack_as<'a>(msgs: impl IntoIterator<Item = &'a Msg>, kind: u8) -> Vec<u8> {
+    let refs = kind == REFERENCES;
     let mut out = Vec::with_capacity(256);
-    out.push(version);
+    out.push(kind);
     let empty = Msg::default();
     let mut prev = &empty;
     for m in msgs {
@@ -101,34 +97,32 @@ fn pack_as<'a>(msgs: impl IntoIterator<Item = &'a Msg>, version: u8) -> Vec<u8> 
     out
 }
 
-/// The messages of a blob made by [`pack`] (any version), or the references of one made by
-/// [`pack_refs`].
+/// The messages of a blob made by [`pack`], or the references of one made by [`pack_refs`].
 pub(super) fn unpack(blob: &[u8]) -> Result<Vec<Msg>, StoreError> {
     let mut r = Reader { blob, at: 1 };
-    let relative = match blob.first() {
-        Some(&V1) => false,
-        Some(&V2 | &V3) => true,
-        other => return Err(corrupt(format!("unknown blob version {other:?}"))),
-    };
+    match blob.first() {
+        Some(&MESSAGES | &REFERENCES) => {}
+        other => return Err(corrupt(format!("unknown blob kind {other:?}"))),
+    }
     let mut msgs: Vec<Msg> = Vec::new();
     let empty = Msg::default();
     while r.at < blob.len() {
         let prev = msgs.last().unwrap_or(&empty);
-        let server_id = r.field(relative, &prev.server_id)?;
-        let send_id = r.field(relative, &prev.send_id)?;
-        let receiver_id = r.field(relative, &prev.receiver_id)?;
-        let local_id = r.field(relative, &prev.local_id)?;
-        let content = r.field(relative, &prev.content)?;
+        let server_id = r.field(&prev.server_id)?;
+        let send_id = r.field(&prev.send_id)?;
+        let receiver_id = r.field(&prev.receiver_id)?;
+        let local_id = r.field(&prev.local_id)?;
+        let content = r.field(&prev.content)?;
         let m = Msg {
             server_id,
             send_id,
             receiver_id,
             local_id,
             content,
-            seq: r.number(relative, prev.seq)?,
-            send_seq: r.number(relative, prev.send_seq)?,
-            create_time: r.number(relative, prev.create_time)?,
-            send_time: r.number(relative, prev.send_time)?,
+            seq: r.number(prev.seq)?,
+            send_seq: r.number(prev.send_seq)?,
+            create_time: r.number(prev.create_time)?,
+            send_time: r.number(prev.send_time)?,
             msg_type: r.small()?,
             content_type: r.small()?,
             is_read: false,
@@ -237,18 +231,13 @@ impl Reader<'_> {
         i32::try_from(self.int()?).map_err(|_| corrupt("type out of range".into()))
     }
 
-    /// A number, in full (version 1) or as the difference from `before` (version 2).
-    fn number(&mut self, relative: bool, before: i64) -> Result<i64, StoreError> {
-        let n = self.int()?;
-        Ok(if relative { before.wrapping_add(n) } else { n })
+    /// A number, as the difference from `before`.
+    fn number(&mut self, before: i64) -> Result<i64, StoreError> {
+        Ok(before.wrapping_add(self.int()?))
     }
 
-    /// A string, in full (version 1) or tagged (version 2; `before` is the message before's).
-    fn field(&mut self, relative: bool, before: &str) -> Result<String, StoreError> {
-        if !relative {
-            let len = self.uint()?;
-            return self.string(len);
-        }
+    /// A string, tagged (`before` is the message before's).
+    fn field(&mut self, before: &str) -> Result<String, StoreError> {
         match self.uint()? {
             SAME => Ok(before.to_owned()),
             UUID => Ok(uuid_string(self.bytes(16)?)),
@@ -314,9 +303,10 @@ mod tests {
             })
     }
 
-    /// Version 1, as the store wrote it before version 2: such blobs are still in databases.
-    fn pack_v1(msgs: &[Msg]) -> Vec<u8> {
-        let mut out = vec![V1];
+    /// Every field in full, with no reference to the message before: what the blob is
+    /// measured against.
+    fn pack_in_full(msgs: &[Msg]) -> Vec<u8> {
+        let mut out = vec![MESSAGES];
         for m in msgs {
             for s in [
                 &m.server_id,
@@ -345,8 +335,7 @@ mod tests {
     proptest! {
         #[test]
         fn unpack_gives_back_what_was_packed(msgs in proptest::collection::vec(msg(), 0..8)) {
-            prop_assert_eq!(&unpack(&pack(&msgs)).unwrap(), &msgs);
-            prop_assert_eq!(unpack(&pack_v1(&msgs)).unwrap(), msgs);
+            prop_assert_eq!(unpack(&pack(&msgs)).unwrap(), msgs);
         }
 
         #[test]
@@ -385,12 +374,13 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_version_is_refused() {
-        assert!(matches!(unpack(&[9]), Err(StoreError::Corrupt(_))));
+    fn an_unknown_kind_is_refused() {
+        for kind in [0, 1, 4, 9] {
+            assert!(matches!(unpack(&[kind]), Err(StoreError::Corrupt(_))));
+        }
         assert!(matches!(unpack(&[]), Err(StoreError::Corrupt(_))));
-        assert_eq!(unpack(&[V1]).unwrap(), Vec::<Msg>::new());
-        assert_eq!(unpack(&[V2]).unwrap(), Vec::<Msg>::new());
-        assert_eq!(unpack(&[V3]).unwrap(), Vec::<Msg>::new());
+        assert_eq!(unpack(&[MESSAGES]).unwrap(), Vec::<Msg>::new());
+        assert_eq!(unpack(&[REFERENCES]).unwrap(), Vec::<Msg>::new());
     }
 
     #[test]
@@ -408,7 +398,7 @@ mod tests {
     }
 
     /// An inbox chunk as a move writes it: one receiver, consecutive seqs, UUIDv7 server ids,
-    /// times a few milliseconds apart. Version 2 takes well under two thirds of version 1's bytes.
+    /// times a few milliseconds apart. It takes well under two thirds of the bytes in full.
     #[test]
     fn a_chunk_takes_far_fewer_bytes_than_in_full() {
         let msgs: Vec<Msg> = (0..100i64)
@@ -425,8 +415,11 @@ mod tests {
                 ..Msg::default()
             })
             .collect();
-        let (v1, v2) = (pack_v1(&msgs).len(), pack(&msgs).len());
-        assert!(v2 * 3 < v1 * 2, "version 1: {v1} bytes, version 2: {v2}");
+        let (full, packed) = (pack_in_full(&msgs).len(), pack(&msgs).len());
+        assert!(
+            packed * 3 < full * 2,
+            "in full: {full} bytes, packed: {packed}"
+        );
         assert_eq!(unpack(&pack(&msgs)).unwrap(), msgs);
     }
 }

@@ -1,0 +1,356 @@
+//! The PostgreSQL store, for a cluster: every node writes to it. A row per message in
+//! `messages`; sequence numbers come from the `user_seq` upsert inside the commit transaction,
+//! which serialises allocation per user across nodes (users locked in sorted order, so
+//! concurrent batches cannot deadlock). Groups: [`GroupSql`].
+
+use std::{collections::HashMap, time::Duration};
+
+use futures_util::future::BoxFuture;
+use natter_protocol::{Msg, msg_type};
+use sqlx::{
+    PgConnection, Postgres, QueryBuilder, Row,
+    pool::PoolConnection,
+    postgres::{PgPool, PgPoolOptions, PgRow},
+};
+
+use super::{
+    Appended, CHUNK, Group, Member, MyGroup, Role, Store, StoreError, Stream,
+    batch::{Key, Map, Seen, classify, key, number},
+    group_sql::GroupSql,
+    migrator,
+};
+
+const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
+                       content_type, content, create_time, send_time, is_read";
+
+/// The same columns, qualified by the alias `m`.
+const MSG_COLUMNS: &str = "m.server_id, m.send_id, m.receiver_id, m.local_id, m.seq, \
+                           m.send_seq, m.msg_type, m.content_type, m.content, m.create_time, \
+                           m.send_time, m.is_read";
+
+/// Rows deleted per statement by retention, so writers are never blocked for long.
+const PRUNE_CHUNK: i64 = 5000;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "baseline",
+    include_str!("../../migrations/postgres/0001_baseline.sql"),
+)];
+
+type Sql = GroupSql<Postgres>;
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, pool_size: u32) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        migrator(MIGRATIONS).await?.run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Any pooled connection, for reads and writes alike: PostgreSQL locks rows, and every node
+    /// writes.
+    async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    fn row_to_msg(row: &PgRow) -> Result<Msg, sqlx::Error> {
+        Ok(Msg {
+            server_id: row.try_get(0)?,
+            send_id: row.try_get(1)?,
+            receiver_id: row.try_get(2)?,
+            local_id: row.try_get(3)?,
+            seq: row.try_get(4)?,
+            send_seq: row.try_get(5)?,
+            msg_type: row.try_get(6)?,
+            content_type: row.try_get(7)?,
+            content: row.try_get(8)?,
+            create_time: row.try_get(9)?,
+            send_time: row.try_get(10)?,
+            is_read: row.try_get(11)?,
+        })
+    }
+
+    /// The originals of messages stored before with the same [`Key`] as one of `keyed`.
+    async fn find_originals(
+        conn: &mut PgConnection,
+        keyed: &[&Msg],
+    ) -> Result<Map<Key, Msg>, StoreError> {
+        let mut stored = Map::default();
+        for keyed in keyed.chunks(CHUNK) {
+            // A join from the constant rows: the index is looked up for each of them.
+            let mut q = QueryBuilder::<Postgres>::new("SELECT ");
+            q.push(MSG_COLUMNS).push(" FROM (");
+            q.push_values(keyed, |mut b, m| {
+                b.push_bind(m.send_id.as_str())
+                    .push_bind(m.create_time)
+                    .push_bind(m.local_id.as_str());
+            });
+            q.push(
+                ") AS k JOIN messages m ON m.send_id = k.column1 \
+                 AND m.create_time = k.column2 AND m.local_id = k.column3 \
+                 WHERE m.local_id <> ''",
+            );
+            for row in q.build().fetch_all(&mut *conn).await? {
+                let m = Self::row_to_msg(&row)?;
+                stored.insert(key(&m), m);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Inserts numbered messages.
+    async fn insert_messages(conn: &mut PgConnection, rows: &[Msg]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Postgres>::new(format!("INSERT INTO messages ({COLUMNS}) "));
+            q.push_values(chunk, |mut b, m| {
+                b.push_bind(m.server_id.as_str())
+                    .push_bind(m.send_id.as_str())
+                    .push_bind(m.receiver_id.as_str())
+                    .push_bind(m.local_id.as_str())
+                    .push_bind(m.seq)
+                    .push_bind(m.send_seq)
+                    .push_bind(m.msg_type)
+                    .push_bind(m.content_type)
+                    .push_bind(m.content.as_str())
+                    .push_bind(m.create_time)
+                    .push_bind(m.send_time)
+                    .push_bind(m.is_read);
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` messages of `user`'s `stream` after `after`, in order.
+    async fn select_after(
+        conn: &mut PgConnection,
+        user: &str,
+        stream: Stream,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Msg>, StoreError> {
+        let (who, cursor) = match stream {
+            Stream::Inbox => ("receiver_id", "seq"),
+            Stream::Sent => ("send_id", "send_seq"),
+        };
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM messages WHERE {who} = "));
+        q.push_bind(user)
+            .push(format!(" AND {cursor} > "))
+            .push_bind(after)
+            .push(format!(" ORDER BY {cursor} LIMIT "))
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&mut *conn).await?;
+        Ok(rows
+            .iter()
+            .map(Self::row_to_msg)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes the messages sent before `before_ms`, oldest first, a chunk per statement
+    /// so that writers are never blocked for long.
+    async fn prune_messages(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "DELETE FROM messages WHERE id IN \
+                 (SELECT id FROM messages WHERE send_time < ",
+            );
+            q.push_bind(before_ms)
+                .push(" ORDER BY id LIMIT ")
+                .push_bind(PRUNE_CHUNK)
+                .push(")");
+            let n = q
+                .build()
+                .execute(&mut *self.conn().await?)
+                .await?
+                .rows_affected();
+            total += n;
+            if n < PRUNE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+
+        // 1. Resends: the originals of keys stored before.
+        let keyed: Vec<&Msg> = batch.iter().filter(|m| !m.local_id.is_empty()).collect();
+        let stored = Self::find_originals(&mut tx, &keyed).await?;
+        let seen = classify(batch, &stored);
+
+        // 2. Sequence numbers: one block per user, allocated atomically.
+        let demand = seq_demand(batch, &seen);
+        let mut next: Map<String, (i64, i64)> = Map::default();
+        for demand in demand.chunks(CHUNK) {
+            let mut q =
+                QueryBuilder::<Postgres>::new("INSERT INTO user_seq (user_id, seq, send_seq) ");
+            q.push_values(demand, |mut b, (user, inbox, sent)| {
+                b.push_bind(user.as_str())
+                    .push_bind(*inbox)
+                    .push_bind(*sent);
+            });
+            q.push(
+                " ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq + excluded.seq, \
+                 send_seq = user_seq.send_seq + excluded.send_seq \
+                 RETURNING user_id, seq, send_seq",
+            );
+            let tops: HashMap<String, (i64, i64)> = q
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
+                .collect::<Result<_, sqlx::Error>>()?;
+            for (user, inbox, sent) in demand {
+                let (seq_top, send_top) = tops.get(user).copied().unwrap_or_default();
+                next.insert(user.clone(), (seq_top - inbox + 1, send_top - sent + 1));
+            }
+        }
+        let (numbered, outcomes) = number(batch, &seen, &stored, &mut next);
+
+        // 3. The rows.
+        Self::insert_messages(&mut tx, &numbered).await?;
+
+        // 4. Read receipts: the reader (send_id) has read every message from receiver_id up
+        //    to the one whose server_id is the content.
+        for r in numbered.iter().filter(|m| m.msg_type == msg_type::READ) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "UPDATE messages SET is_read = TRUE WHERE receiver_id = ",
+            );
+            q.push_bind(r.send_id.as_str())
+                .push(" AND send_id = ")
+                .push_bind(r.receiver_id.as_str())
+                .push(" AND server_id <= ")
+                .push_bind(r.content.as_str())
+                .push(" AND msg_type <> ")
+                .push_bind(msg_type::READ)
+                .push(" AND is_read = FALSE");
+            q.build().execute(&mut *tx).await?;
+        }
+
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// Sequence numbers a batch needs, per user: (inbox messages, sent messages).
+fn seq_demand(batch: &[Msg], seen: &[Seen]) -> Vec<(String, i64, i64)> {
+    let mut demand: HashMap<&str, (i64, i64)> = HashMap::new();
+    for (msg, _) in batch.iter().zip(seen).filter(|(_, s)| s.is_new()) {
+        demand.entry(&msg.receiver_id).or_default().0 += 1;
+        demand.entry(&msg.send_id).or_default().1 += 1;
+    }
+    let mut out: Vec<(String, i64, i64)> = demand
+        .into_iter()
+        .map(|(user, (inbox, sent))| (user.to_owned(), inbox, sent))
+        .collect();
+    // One lock order for every writer: concurrent batches on several nodes cannot deadlock.
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+impl Store for PostgresStore {
+    fn append<'a>(&'a self, batch: &'a [Msg]) -> BoxFuture<'a, Result<Vec<Appended>, StoreError>> {
+        Box::pin(self.append_batch(batch))
+    }
+
+    fn after<'a>(
+        &'a self,
+        user: &'a str,
+        stream: Stream,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>> {
+        Box::pin(async move {
+            Self::select_after(&mut *self.conn().await?, user, stream, after, limit).await
+        })
+    }
+
+    fn cursors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<(i64, i64), StoreError>> {
+        Box::pin(async move { Sql::cursors(&mut *self.conn().await?, user).await })
+    }
+
+    fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.prune_messages(before_ms))
+    }
+
+    fn create_group<'a>(
+        &'a self,
+        group: &'a Group,
+        members: &'a [(String, Role)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Sql::create(&mut *self.conn().await?, group, members).await })
+    }
+
+    fn group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<Option<Group>, StoreError>> {
+        Box::pin(async move { Sql::group(&mut *self.conn().await?, group_id).await })
+    }
+
+    fn members<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<Vec<Member>, StoreError>> {
+        Box::pin(async move { Sql::members(&mut *self.conn().await?, group_id).await })
+    }
+
+    fn add_members<'a>(
+        &'a self,
+        group_id: &'a str,
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(
+            async move { Sql::add_members(&mut *self.conn().await?, group_id, users, 0).await },
+        )
+    }
+
+    fn remove_member<'a>(
+        &'a self,
+        group_id: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { Sql::remove_member(&mut *self.conn().await?, group_id, user).await })
+    }
+
+    fn set_role<'a>(
+        &'a self,
+        group_id: &'a str,
+        user: &'a str,
+        role: Role,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { Sql::set_role(&mut *self.conn().await?, group_id, user, role).await })
+    }
+
+    fn rename_group<'a>(
+        &'a self,
+        group_id: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { Sql::rename(&mut *self.conn().await?, group_id, name).await })
+    }
+
+    fn dissolve_group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { Sql::dissolve(&mut *self.conn().await?, group_id).await })
+    }
+
+    fn group_counts<'a>(
+        &'a self,
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, i64>, StoreError>> {
+        Box::pin(async move { Sql::counts(&mut *self.conn().await?, users).await })
+    }
+
+    fn groups_of<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<MyGroup>, StoreError>> {
+        Box::pin(async move { Sql::groups_of(&mut *self.conn().await?, user).await })
+    }
+
+    /// Nothing of its own beyond the commit metrics every store has.
+    fn render_metrics(&self, _out: &mut String) {}
+}
