@@ -13,12 +13,35 @@ pub mod msg_type {
     pub const SINGLE: i32 = 0;
     /// Group chat message (`receiver_id` is the group id, `seq` the group's sequence).
     pub const GROUP: i32 = 1;
+    /// Group notices, sent by the server into a group's stream (sandcat's numbers 2-5 and 8;
+    /// 9 and 10 are Natter's). The group was created (content lists the members).
+    pub const GROUP_CREATED: i32 = 2;
+    /// Members were added.
+    pub const GROUP_MEMBERS_ADDED: i32 = 3;
+    /// A member left.
+    pub const GROUP_MEMBER_LEFT: i32 = 4;
+    /// The group was dissolved.
+    pub const GROUP_DISSOLVED: i32 = 5;
+    /// The group was renamed.
+    pub const GROUP_RENAMED: i32 = 8;
+    /// A member was removed by an owner or admin.
+    pub const GROUP_MEMBER_REMOVED: i32 = 9;
+    /// A member's role changed.
+    pub const GROUP_ROLE_CHANGED: i32 = 10;
     /// Read receipt: `content` is the `server_id` of the last message read; every message from
     /// `receiver_id` to the reader up to it is marked read.
     pub const READ: i32 = 23;
     /// Server reply to a message the client sent: the ack, or an error reply
     /// (`content_type` [`super::content_type::ERROR`]).
     pub const REC_RESP: i32 = 24;
+}
+
+/// Prefix of every group id; reserved: no user id may start with it.
+pub const GROUP_PREFIX: &str = "g_";
+
+/// Whether `id` names a group.
+pub fn is_group_id(id: &str) -> bool {
+    id.starts_with(GROUP_PREFIX)
 }
 
 /// Values of [`Msg::content_type`] that the server itself gives meaning to. Every other value is

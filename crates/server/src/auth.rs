@@ -5,7 +5,7 @@
 //! key configured the server is in development mode: the path's user id is taken as is, and the
 //! config refuses that anywhere but on a loopback address.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
@@ -259,7 +259,7 @@ impl Auth {
         else {
             return Err(MintError::NoSecret);
         };
-        let now = unix_now();
+        let now = crate::clock::now_secs();
         let claims = Claims {
             sub: user.to_owned(),
             exp: now + ttl.as_secs(),
@@ -295,13 +295,6 @@ fn unverified_sub(token: &str) -> Option<String> {
         .map(|s| s.sub)
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The token a WebSocket request carries: `?token=` in the query, an `Authorization: Bearer`
 /// header, or a `bearer.<token>` entry in `Sec-WebSocket-Protocol`. Also returns the
 /// subprotocol to select, when the token came that way.
@@ -310,7 +303,7 @@ pub fn token_from_request<'a>(
     authorization: Option<&'a str>,
     protocols: Option<&'a str>,
 ) -> (Option<&'a str>, Option<&'a str>) {
-    if let Some(t) = crate::http::query_param(query, "token") {
+    if let Some(t) = crate::query::query_param(query, "token") {
         return (Some(t), None);
     }
     let from_header = authorization.and_then(|h| {

@@ -16,11 +16,7 @@
 //!   dropped). Nothing acknowledged is lost: every message is committed to PostgreSQL before its
 //!   ack, and a device gets whatever it missed by syncing from its last `seq`.
 
-use std::{
-    collections::HashSet,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use natter_protocol::CloseCode;
@@ -271,10 +267,7 @@ impl Cluster {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::now_millis() as u64
 }
 
 fn expiry(ttl: Duration) -> u64 {

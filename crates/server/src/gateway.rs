@@ -26,11 +26,12 @@ use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at, sleep, timeou
 use crate::{
     auth::{self, Identity},
     config::RateLimitConfig,
+    delivery::Refusal,
     hub::ConnId,
-    messaging::{Origin, Refusal},
+    messaging::Origin,
     metrics::{DropReason, LatencySamples},
     outbox::{Cursor, Frame, Outbound, Outbox},
-    server::{AppState, SessionGuard},
+    state::{AppState, SessionGuard},
     store::Stream,
 };
 
@@ -59,7 +60,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if crate::groups::is_group_id(&user) {
+    if natter_protocol::is_group_id(&user) {
         let detail = "user ids may not start with g_ (group ids do)";
         return refuse(&state, StatusCode::BAD_REQUEST, "invalid_id", detail);
     }
@@ -165,7 +166,7 @@ pub struct Replay {
 impl Replay {
     fn from_query(query: Option<&str>) -> Result<Replay, String> {
         let number = |name: &str| -> Result<Option<i64>, String> {
-            match crate::http::query_param(query, name) {
+            match crate::query::query_param(query, name) {
                 None => Ok(None),
                 Some(v) => v
                     .parse::<i64>()
@@ -203,7 +204,7 @@ impl Session {
     ) -> Session {
         let user = identity.user;
         let expiry = identity.expires_at.map(|exp| {
-            let left = Duration::from_secs(exp.saturating_sub(auth::unix_now()));
+            let left = Duration::from_secs(exp.saturating_sub(crate::clock::now_secs()));
             Box::pin(sleep(left))
         });
         let limiter = RateLimiter::new(&state.config.limits.rate);

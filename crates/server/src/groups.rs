@@ -15,39 +15,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use natter_protocol::Msg;
+use natter_protocol::{GROUP_PREFIX, Msg, is_group_id, msg_type};
 
 use crate::{
+    clock::now_millis,
     config::GroupsConfig,
     ids,
-    messaging::now_millis,
     store::{Group, Member, Role, Store, StoreError},
 };
-
-/// Prefix of every group id; reserved, no user id may start with it.
-pub const GROUP_PREFIX: &str = "g_";
-
-pub fn is_group_id(id: &str) -> bool {
-    id.starts_with(GROUP_PREFIX)
-}
-
-/// `msg_type` values of group notifications (sandcat numbers 2-5 and 8; 9 and 10 are Natter's).
-pub mod notice {
-    /// The group was created (content lists the members).
-    pub const CREATED: i32 = 2;
-    /// Members were added.
-    pub const MEMBERS_ADDED: i32 = 3;
-    /// A member left.
-    pub const MEMBER_LEFT: i32 = 4;
-    /// The group was dissolved.
-    pub const DISSOLVED: i32 = 5;
-    /// The group was renamed.
-    pub const RENAMED: i32 = 8;
-    /// A member was removed by an owner or admin.
-    pub const MEMBER_REMOVED: i32 = 9;
-    /// A member's role changed.
-    pub const ROLE_CHANGED: i32 = 10;
-}
 
 /// The members of one group, as cached.
 #[derive(Debug, Default)]
@@ -292,7 +267,7 @@ impl Groups {
             .refresh(&group.group_id)
             .await?
             .ok_or(GroupError::NotFound)?;
-        let notice = Notice::new(&group, owner, notice::CREATED, &all, &members);
+        let notice = Notice::new(&group, owner, msg_type::GROUP_CREATED, &all, &members);
         let list = self.store.members(&group.group_id).await?;
         Ok((group, list, notice))
     }
@@ -322,8 +297,15 @@ impl Groups {
         self.check_group_count(&new).await?;
         let added = self.store.add_members(group_id, &new).await?;
         let (group, members) = self.reload(group_id).await?;
-        let notice = (!added.is_empty())
-            .then(|| Notice::new(&group, actor, notice::MEMBERS_ADDED, &added, &members));
+        let notice = (!added.is_empty()).then(|| {
+            Notice::new(
+                &group,
+                actor,
+                msg_type::GROUP_MEMBERS_ADDED,
+                &added,
+                &members,
+            )
+        });
         Ok((added, notice))
     }
 
@@ -355,9 +337,9 @@ impl Groups {
         self.store.remove_member(group_id, user).await?;
         let (group, members) = self.reload(group_id).await?;
         let kind = if leaving {
-            notice::MEMBER_LEFT
+            msg_type::GROUP_MEMBER_LEFT
         } else {
-            notice::MEMBER_REMOVED
+            msg_type::GROUP_MEMBER_REMOVED
         };
         let mut n = Notice::new(&group, actor, kind, &[user.to_owned()], &members);
         n.audience.also.push(user.to_owned());
@@ -386,7 +368,7 @@ impl Groups {
         Ok(Notice::new(
             &group,
             actor,
-            notice::ROLE_CHANGED,
+            msg_type::GROUP_ROLE_CHANGED,
             &[user.to_owned()],
             &members,
         ))
@@ -409,7 +391,13 @@ impl Groups {
             .group(group_id)
             .await?
             .ok_or(GroupError::NotFound)?;
-        Ok(Notice::new(&group, actor, notice::RENAMED, &[], &members))
+        Ok(Notice::new(
+            &group,
+            actor,
+            msg_type::GROUP_RENAMED,
+            &[],
+            &members,
+        ))
     }
 
     /// Dissolves the group (owner only). Every former member hears of it.
@@ -428,7 +416,7 @@ impl Groups {
         let mut notice = Notice::new(
             &group,
             actor,
-            notice::DISSOLVED,
+            msg_type::GROUP_DISSOLVED,
             &[],
             &Arc::new(Members::default()),
         );

@@ -12,8 +12,13 @@
 //! - [`auth`]: token verification and minting (JWT), token transport, the origin check.
 //! - [`cluster`]: cluster mode: routing and presence through Redis.
 //! - [`server`]: binds, wires the state together, serves, shuts down gracefully.
+//! - [`state`]: what every handler shares ([`AppState`](state::AppState)); task counters.
+//! - [`clock`]: the one wall clock.
+//! - [`query`]: URL query parameters.
 //! - [`gateway`]: the WebSocket route and the session task that owns each socket.
-//! - [`messaging`]: validates and stamps a message, picks its recipients, delivers and acks.
+//! - [`messaging`]: validates and stamps a message and picks its path (stored or not, direct or
+//!   group).
+//! - [`delivery`]: queues the one serialised frame to every device, then the ack.
 //! - [`ids`]: server message ids (UUIDv7, increasing within a node).
 //! - [`sequencer`]: group commit of stored messages, then delivery in commit order.
 //! - [`store`]: the `Store` trait; SQLite and PostgreSQL over one schema.
@@ -26,8 +31,10 @@
 //! Wire types (`Msg`, close codes, error reasons) live in the `natter-protocol` crate.
 
 pub mod auth;
+pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod delivery;
 pub mod gateway;
 pub mod groups;
 pub mod http;
@@ -36,8 +43,10 @@ pub mod ids;
 pub mod messaging;
 pub mod metrics;
 pub mod outbox;
+pub mod query;
 pub mod sequencer;
 pub mod server;
+pub mod state;
 pub mod store;
 
 pub use config::Config;

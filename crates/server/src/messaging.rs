@@ -9,20 +9,16 @@
 //! This is the one place that knows the recipients of a message; groups and the cluster router
 //! plug in here.
 
-use std::{
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
-use natter_protocol::{ErrorReason, Msg, msg_type};
+use natter_protocol::{ErrorReason, Msg, is_group_id, msg_type};
 
 use crate::{
-    cluster::Cluster,
-    groups::{Audience, Groups, Notice, is_group_id},
-    hub::{ConnId, Fanout, Hub},
+    clock::now_millis,
+    delivery::{Delivery, Refusal},
+    groups::{Audience, Groups, Notice},
+    hub::ConnId,
     ids,
-    metrics::{DropReason, Metrics},
-    outbox::{Cursor, Frame},
     sequencer::{Sequencer, Stopped},
 };
 
@@ -31,22 +27,6 @@ use crate::{
 pub struct Origin<'a> {
     pub user: &'a str,
     pub conn: ConnId,
-}
-
-/// Why a message was refused; becomes an error reply to the sender.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: ErrorReason,
-    pub detail: String,
-}
-
-impl Refusal {
-    fn new(reason: ErrorReason, detail: impl Into<String>) -> Refusal {
-        Refusal {
-            reason,
-            detail: detail.into(),
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -78,7 +58,7 @@ impl Messaging {
         let Some(sequencer) = &self.sequencer else {
             return;
         };
-        match sequencer.submit_and_wait(msg, audience).await {
+        match sequencer.submit_notice(msg, audience).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "group notification could not be stored"),
             Err(Stopped) => {
@@ -125,24 +105,32 @@ impl Messaging {
                 format!("send_id must be `{}` on this connection", origin.user),
             ));
         }
-        let audience = if msg.msg_type == msg_type::GROUP {
-            Some(self.group_audience(&msg.receiver_id, origin.user).await?)
-        } else {
-            None
-        };
-        self.delivery.metrics.messages_received.increment(1);
+        let stopped =
+            |_| Refusal::new(ErrorReason::StoreUnavailable, "the server is shutting down");
+        if msg.msg_type == msg_type::GROUP {
+            // Groups need storage: `group_audience` refuses without it.
+            let audience = self.group_audience(&msg.receiver_id, origin.user).await?;
+            let Some(sequencer) = &self.sequencer else {
+                return Err(stopped(Stopped));
+            };
+            self.delivery.messages_received();
+            stamp(&mut msg);
+            return sequencer
+                .submit_group(msg, origin.conn, audience)
+                .await
+                .map_err(stopped);
+        }
+        self.delivery.messages_received();
         stamp(&mut msg);
         match &self.sequencer {
             None => {
-                self.delivery.deliver(msg, origin.conn, None);
+                self.delivery.direct(msg, origin.conn);
                 Ok(())
             }
             Some(sequencer) => sequencer
-                .submit(msg, origin.conn, audience)
+                .submit_direct(msg, origin.conn)
                 .await
-                .map_err(|_| {
-                    Refusal::new(ErrorReason::StoreUnavailable, "the server is shutting down")
-                }),
+                .map_err(stopped),
         }
     }
 
@@ -181,118 +169,4 @@ fn stamp(msg: &mut Msg) {
     msg.seq = 0;
     msg.send_seq = 0;
     msg.is_read = false;
-}
-
-/// Puts accepted messages into outboxes: one serialisation per message, shared by every device.
-#[derive(Debug)]
-pub struct Delivery {
-    hub: Arc<Hub>,
-    metrics: Arc<Metrics>,
-    groups: Option<Arc<Groups>>,
-    /// Set in cluster mode: every delivery is also published for the other nodes.
-    cluster: std::sync::OnceLock<Arc<Cluster>>,
-}
-
-impl Delivery {
-    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, groups: Option<Arc<Groups>>) -> Delivery {
-        Delivery {
-            hub,
-            metrics,
-            groups,
-            cluster: std::sync::OnceLock::new(),
-        }
-    }
-
-    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
-        let _ = self.cluster.set(cluster);
-    }
-
-    /// Queues `frame` to `user`'s devices here, and publishes it for their devices elsewhere.
-    fn to_user(&self, user: &str, frame: &Frame, cursor: Cursor, skip: Option<ConnId>) -> Fanout {
-        if let Some(cluster) = self.cluster.get() {
-            cluster.deliver(user, frame, cursor);
-        }
-        self.hub.send_to_user(user, frame, cursor, skip)
-    }
-
-    /// Delivers `msg` (stamped, and numbered when stored), then acks it to connection `conn`.
-    /// A group message goes to every member's devices (the members as cached now, which a
-    /// membership change on this node has refreshed; else those known when it was accepted).
-    pub fn deliver(&self, msg: Msg, conn: ConnId, audience: Option<Audience>) {
-        let (frame, ack) = msg.encode_with_ack();
-        let (frame, ack) = (Frame::from(frame), Frame::from(ack));
-        if let Some(audience) = audience {
-            let members = self
-                .groups
-                .as_ref()
-                .and_then(|g| g.cached(&msg.receiver_id))
-                .unwrap_or(audience.members);
-            let mut fanout = Fanout::default();
-            for user in members.roles.keys() {
-                let skip = (*user == msg.send_id).then_some(conn);
-                fanout.add(self.hub.send_to_user(user, &frame, Cursor::None, skip));
-            }
-            for user in &audience.also {
-                fanout.add(self.to_user(user, &frame, Cursor::None, None));
-            }
-            if let Some(cluster) = self.cluster.get() {
-                cluster.deliver_group(&msg.receiver_id, &frame);
-            }
-            self.count_drops(fanout);
-            self.reply_frame(&msg.send_id, conn, &ack);
-            return;
-        }
-        let to_self = msg.receiver_id == msg.send_id;
-        let mut fanout = self.to_user(
-            &msg.receiver_id,
-            &frame,
-            Cursor::Inbox(msg.seq),
-            to_self.then_some(conn),
-        );
-        if !to_self {
-            // The sender's other devices get a copy, so every device shows the conversation.
-            fanout.add(self.to_user(&msg.send_id, &frame, Cursor::Sent(msg.send_seq), Some(conn)));
-        }
-        self.count_drops(fanout);
-        self.reply_frame(&msg.send_id, conn, &ack);
-    }
-
-    /// Acks a message again with what was stored the first time (an idempotent resend).
-    pub fn ack_duplicate(&self, mut original: Msg, conn: ConnId) {
-        original.msg_type = msg_type::REC_RESP;
-        self.reply(&original.send_id, conn, &original);
-    }
-
-    /// An error reply to the sending connection.
-    pub fn refuse(&self, user: &str, conn: ConnId, local_id: &str, refusal: &Refusal) {
-        self.metrics.frame_rejected(refusal.reason);
-        let reply = Msg::error_reply(local_id, refusal.reason, &refusal.detail);
-        self.reply(user, conn, &reply);
-    }
-
-    fn reply(&self, user: &str, conn: ConnId, msg: &Msg) {
-        self.reply_frame(user, conn, &Frame::from(msg.encode()));
-    }
-
-    fn reply_frame(&self, user: &str, conn: ConnId, frame: &Frame) {
-        let f = self.hub.send_to_conn(user, conn, frame);
-        self.metrics
-            .dropped(DropReason::SlowConsumer, f.slow as u64);
-    }
-
-    fn count_drops(&self, fanout: Fanout) {
-        self.metrics
-            .dropped(DropReason::SlowConsumer, fanout.slow as u64);
-        if fanout.queued == 0 && fanout.slow == 0 {
-            self.metrics.dropped(DropReason::Offline, 1);
-        }
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -1,6 +1,6 @@
 //! Group commit with in-order delivery.
 //!
-//! Sessions [`submit`](Sequencer::submit) stamped messages into a bounded queue. The commit task
+//! Sessions submit stamped messages into a bounded queue. The commit task
 //! takes everything queued (up to `storage.batch_max`), stores it in one transaction, and passes
 //! the batch on; the delivery task delivers and acks each batch in commit order. Two tasks, so the
 //! next batch commits while the last one is being delivered. A full queue makes the submitting
@@ -16,9 +16,9 @@ use natter_protocol::{ErrorReason, Msg};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    delivery::{Delivery, Refusal},
     groups::Audience,
     hub::ConnId,
-    messaging::{Delivery, Refusal},
     metrics::Metrics,
     store::{Appended, Store, StoreError},
 };
@@ -29,13 +29,15 @@ struct Submission {
     target: Target,
 }
 
-/// Where a submission's outcome goes: the sending connection's ack (`conn`), the group
-/// audience of a group message, and `done` for a submitter that waits for the outcome.
+/// Where a submission's outcome goes.
 #[derive(Debug)]
-struct Target {
-    conn: ConnId,
-    audience: Option<Audience>,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+enum Target {
+    /// A one-to-one message from this connection (its ack goes there).
+    Direct(ConnId),
+    /// A group message from this connection, to this audience.
+    Group(ConnId, Audience),
+    /// A group notice, to this audience; its submitter waits for the outcome.
+    Notice(Audience, oneshot::Sender<Result<(), String>>),
 }
 
 struct Committed {
@@ -75,36 +77,30 @@ impl Sequencer {
         Sequencer { queue }
     }
 
-    /// Queues a stamped message; waits while the queue is full. `audience` is set for a group
-    /// message.
-    pub async fn submit(
+    /// Queues a stamped one-to-one message; waits while the queue is full.
+    pub async fn submit_direct(&self, msg: Msg, conn: ConnId) -> Result<(), Stopped> {
+        self.enqueue(msg, Target::Direct(conn)).await
+    }
+
+    /// Queues a stamped group message; waits while the queue is full.
+    pub async fn submit_group(
         &self,
         msg: Msg,
         conn: ConnId,
-        audience: Option<Audience>,
+        audience: Audience,
     ) -> Result<(), Stopped> {
-        let target = Target {
-            conn,
-            audience,
-            done: None,
-        };
-        self.enqueue(msg, target).await
+        self.enqueue(msg, Target::Group(conn, audience)).await
     }
 
     /// Queues a stamped message that no connection is waiting for (a group notice) and waits
     /// until it is stored and handed to the local devices of `audience`.
-    pub async fn submit_and_wait(
+    pub async fn submit_notice(
         &self,
         msg: Msg,
         audience: Audience,
     ) -> Result<Result<(), String>, Stopped> {
         let (done, outcome) = oneshot::channel();
-        let target = Target {
-            conn: 0,
-            audience: Some(audience),
-            done: Some(done),
-        };
-        self.enqueue(msg, target).await?;
+        self.enqueue(msg, Target::Notice(audience, done)).await?;
         outcome.await.map_err(|_| Stopped)
     }
 
@@ -163,18 +159,29 @@ async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<De
         match result {
             Ok(outcomes) => {
                 for ((mut msg, target), outcome) in msgs.into_iter().zip(targets).zip(outcomes) {
-                    match outcome {
+                    let original = match outcome {
                         Appended::New { seq, send_seq } => {
                             msg.seq = seq;
                             msg.send_seq = send_seq;
-                            delivery.deliver(msg, target.conn, target.audience);
+                            None
                         }
-                        Appended::Duplicate(original) => {
-                            delivery.ack_duplicate(original, target.conn)
+                        Appended::Duplicate(original) => Some(original),
+                    };
+                    match (target, original) {
+                        (Target::Direct(conn), None) => delivery.direct(msg, conn),
+                        (Target::Group(conn, audience), None) => {
+                            delivery.group(msg, audience, Some(conn))
                         }
-                    }
-                    if let Some(done) = target.done {
-                        let _ = done.send(Ok(()));
+                        (Target::Direct(conn) | Target::Group(conn, _), Some(original)) => {
+                            delivery.ack_duplicate(original, conn)
+                        }
+                        (Target::Notice(audience, done), original) => {
+                            // A notice has no local_id: it is never a duplicate.
+                            if original.is_none() {
+                                delivery.group(msg, audience, None);
+                            }
+                            let _ = done.send(Ok(()));
+                        }
                     }
                 }
             }
@@ -185,11 +192,13 @@ async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<De
                     detail: "the message could not be stored; send it again".into(),
                 };
                 for (msg, target) in msgs.iter().zip(targets) {
-                    match target.done {
-                        Some(done) => {
+                    match target {
+                        Target::Notice(_, done) => {
                             let _ = done.send(Err(e.to_string()));
                         }
-                        None => delivery.refuse(&msg.send_id, target.conn, &msg.local_id, &refusal),
+                        Target::Direct(conn) | Target::Group(conn, _) => {
+                            delivery.refuse(&msg.send_id, conn, &msg.local_id, &refusal)
+                        }
                     }
                 }
             }

@@ -4,15 +4,7 @@
 //! asked to close with 1001, and [`Server::run`] returns once the last session has ended or
 //! `shutdown.timeout` has passed, whichever is first.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, routing::get};
 use hyper_util::{
@@ -20,127 +12,24 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use natter_protocol::CloseCode;
-use tokio::{
-    net::TcpListener,
-    sync::{Notify, watch},
-};
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     auth::{Auth, KeyError},
+    clock::now_millis,
     cluster::Cluster,
     config::Config,
+    delivery::Delivery,
     gateway,
     groups::Groups,
     http,
     hub::Hub,
-    messaging::{Delivery, Messaging, now_millis},
+    messaging::Messaging,
     metrics::Metrics,
     sequencer::Sequencer,
+    state::{AppState, Sessions, Tracker},
     store::{self, Store, StoreError},
 };
-
-/// Everything a request handler needs; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub auth: Arc<Auth>,
-    pub hub: Arc<Hub>,
-    pub messaging: Arc<Messaging>,
-    pub metrics: Arc<Metrics>,
-    pub sessions: Arc<Sessions>,
-    /// `None` when `storage.backend` is `none`.
-    pub store: Option<Arc<dyn Store>>,
-    /// `None` without storage.
-    pub groups: Option<Arc<Groups>>,
-    /// Set in cluster mode.
-    pub cluster: Option<Arc<Cluster>>,
-}
-
-/// Counts tasks in flight (sessions, HTTP connections), can cap them, and lets shutdown wait
-/// until none is left.
-#[derive(Debug, Default, Clone)]
-pub struct Tracker(Arc<TrackerInner>);
-
-#[derive(Debug, Default)]
-struct TrackerInner {
-    live: AtomicUsize,
-    idle: Notify,
-}
-
-/// Held by a tracked task for its whole life; dropping it counts the task out.
-#[derive(Debug)]
-pub struct TrackerGuard(Arc<TrackerInner>);
-
-impl Tracker {
-    pub fn enter(&self) -> TrackerGuard {
-        self.0.live.fetch_add(1, Ordering::AcqRel);
-        TrackerGuard(self.0.clone())
-    }
-
-    /// Counts a task in unless `max` are live already.
-    pub fn try_enter(&self, max: usize) -> Option<TrackerGuard> {
-        self.0
-            .live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| TrackerGuard(self.0.clone()))
-    }
-
-    pub fn live(&self) -> usize {
-        self.0.live.load(Ordering::Acquire)
-    }
-
-    /// Resolves once no tracked task is left.
-    pub async fn wait(&self) {
-        loop {
-            let idle = self.0.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if self.live() == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
-impl Drop for TrackerGuard {
-    fn drop(&mut self) {
-        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// The node's WebSocket sessions: the count the node limit applies to, and the shutdown flag.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    tracker: Tracker,
-    shutting_down: AtomicBool,
-}
-
-/// Held by a session for its whole life.
-pub type SessionGuard = TrackerGuard;
-
-impl Sessions {
-    /// Counts a new session in, unless the node is full or shutting down.
-    pub fn try_enter(&self, max: usize) -> Option<SessionGuard> {
-        if self.is_shutting_down() {
-            return None;
-        }
-        self.tracker.try_enter(max)
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    pub fn live(&self) -> usize {
-        self.tracker.live()
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -188,9 +77,8 @@ impl Server {
             (Some(groups), true) => {
                 let mut cluster_config = config.cluster.clone();
                 if cluster_config.node_id.is_empty() {
-                    cluster_config.node_id = crate::ids::message_id(crate::messaging::now_millis())
-                        .simple()
-                        .to_string();
+                    cluster_config.node_id =
+                        crate::ids::message_id(now_millis()).simple().to_string();
                 }
                 let cluster = Cluster::start(&cluster_config, hub.clone(), groups.clone()).await?;
                 delivery.set_cluster(cluster.clone());
@@ -249,7 +137,7 @@ impl Server {
             connections = state.sessions.live(),
             "shutting down: closing connections with 1001"
         );
-        state.sessions.shutting_down.store(true, Ordering::Release);
+        state.sessions.shut_down();
         let _ = stop_tx.send(true);
         state.hub.close_all(CloseCode::GoingAway);
         // The listener closes and plain HTTP requests finish; WebSocket sessions are ours to
@@ -258,7 +146,7 @@ impl Server {
             Ok(Err(join)) => Err(std::io::Error::other(join)),
             Ok(Ok(())) | Err(_) => Ok(()),
         };
-        if tokio::time::timeout_at(deadline, state.sessions.tracker.wait())
+        if tokio::time::timeout_at(deadline, state.sessions.wait())
             .await
             .is_err()
         {

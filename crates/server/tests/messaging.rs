@@ -37,7 +37,7 @@ async fn tutorial_example_is_delivered_and_acked() {
     assert_eq!(got.msg_type, msg_type::SINGLE);
     let id = uuid::Uuid::parse_str(&got.server_id).expect("server_id is a UUID");
     assert_eq!(id.get_version_num(), 7);
-    let now = natter::messaging::now_millis();
+    let now = natter::clock::now_millis();
     assert!(
         (now - got.send_time).abs() < 10_000,
         "send_time is now in ms"

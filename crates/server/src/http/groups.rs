@@ -10,10 +10,11 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, caller, query_param};
+use super::{ApiError, caller};
 use crate::{
     groups::{GroupError, Groups, Notice},
-    server::AppState,
+    query::query_param,
+    state::AppState,
     store::{MyGroup, Role, Stream},
 };
 

@@ -16,7 +16,8 @@ mod groups;
 
 use crate::{
     auth::{self, Identity},
-    server::AppState,
+    query::query_param,
+    state::AppState,
     store::{Store, StoreError, Stream},
 };
 
@@ -95,14 +96,6 @@ impl From<StoreError> for ApiError {
             "the store could not be read; try again",
         )
     }
-}
-
-/// The value of `name` in a URL query string (no percent-decoding: ids and tokens are URL-safe).
-pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then_some(v)
-    })
 }
 
 /// The caller of an API request: a token as `Authorization: Bearer` or `?token=`; in
