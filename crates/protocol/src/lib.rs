@@ -269,6 +269,138 @@ fn recover_local_id(text: &str) -> String {
     }
 }
 
+/// Every `error` value of an HTTP refusal (the WebSocket upgrade and the HTTP API), with its
+/// status. The body is `{"error": "<as_str>", "detail": "..."}`. The tables in
+/// `docs/protocol.md` mirror this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpError {
+    /// A path id too long, with control characters, or a user id with the group prefix.
+    InvalidId,
+    /// A query parameter that is not what the route takes.
+    InvalidQuery,
+    /// A request body that is not what the route takes.
+    InvalidRequest,
+    /// No token, and the server requires one.
+    TokenMissing,
+    /// Not a JWT, a wrong algorithm, or a required claim missing.
+    TokenMalformed,
+    /// `exp` has passed.
+    TokenExpired,
+    /// Signed with another key.
+    TokenBadSignature,
+    /// `iss` is not the configured issuer.
+    TokenBadIssuer,
+    /// `aud` does not include the configured audience.
+    TokenBadAudience,
+    /// `sub` is not the user id in the URL.
+    TokenUserMismatch,
+    /// The token is bound to another platform.
+    TokenPlatformMismatch,
+    /// A browser `Origin` the server does not allow.
+    OriginForbidden,
+    /// The caller is not a member of the group.
+    NotAMember,
+    /// Only the group's owner or an admin may do this.
+    Forbidden,
+    /// No such group.
+    GroupNotFound,
+    /// The server stores nothing (`storage.backend: none`).
+    StorageDisabled,
+    /// The group would exceed `groups.max_members`.
+    GroupFull,
+    /// A user would exceed `groups.max_groups_per_user`.
+    TooManyGroups,
+    /// The user holds `limits.max_connections_per_user` connections already.
+    UserConnectionLimit,
+    /// The node holds `limits.max_connections` connections.
+    NodeConnectionLimit,
+    /// The node is stopping.
+    ServerShuttingDown,
+    /// The store could not be read or written; try again.
+    StoreUnavailable,
+    /// The cluster's presence could not be read; try again.
+    PresenceUnavailable,
+}
+
+impl HttpError {
+    pub const ALL: [HttpError; 23] = [
+        HttpError::InvalidId,
+        HttpError::InvalidQuery,
+        HttpError::InvalidRequest,
+        HttpError::TokenMissing,
+        HttpError::TokenMalformed,
+        HttpError::TokenExpired,
+        HttpError::TokenBadSignature,
+        HttpError::TokenBadIssuer,
+        HttpError::TokenBadAudience,
+        HttpError::TokenUserMismatch,
+        HttpError::TokenPlatformMismatch,
+        HttpError::OriginForbidden,
+        HttpError::NotAMember,
+        HttpError::Forbidden,
+        HttpError::GroupNotFound,
+        HttpError::StorageDisabled,
+        HttpError::GroupFull,
+        HttpError::TooManyGroups,
+        HttpError::UserConnectionLimit,
+        HttpError::NodeConnectionLimit,
+        HttpError::ServerShuttingDown,
+        HttpError::StoreUnavailable,
+        HttpError::PresenceUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpError::InvalidId => "invalid_id",
+            HttpError::InvalidQuery => "invalid_query",
+            HttpError::InvalidRequest => "invalid_request",
+            HttpError::TokenMissing => "token_missing",
+            HttpError::TokenMalformed => "token_malformed",
+            HttpError::TokenExpired => "token_expired",
+            HttpError::TokenBadSignature => "token_bad_signature",
+            HttpError::TokenBadIssuer => "token_bad_issuer",
+            HttpError::TokenBadAudience => "token_bad_audience",
+            HttpError::TokenUserMismatch => "token_user_mismatch",
+            HttpError::TokenPlatformMismatch => "token_platform_mismatch",
+            HttpError::OriginForbidden => "origin_forbidden",
+            HttpError::NotAMember => "not_a_member",
+            HttpError::Forbidden => "forbidden",
+            HttpError::GroupNotFound => "group_not_found",
+            HttpError::StorageDisabled => "storage_disabled",
+            HttpError::GroupFull => "group_full",
+            HttpError::TooManyGroups => "too_many_groups",
+            HttpError::UserConnectionLimit => "user_connection_limit",
+            HttpError::NodeConnectionLimit => "node_connection_limit",
+            HttpError::ServerShuttingDown => "server_shutting_down",
+            HttpError::StoreUnavailable => "store_unavailable",
+            HttpError::PresenceUnavailable => "presence_unavailable",
+        }
+    }
+
+    /// The HTTP status it is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            HttpError::InvalidId | HttpError::InvalidQuery | HttpError::InvalidRequest => 400,
+            HttpError::TokenMissing
+            | HttpError::TokenMalformed
+            | HttpError::TokenExpired
+            | HttpError::TokenBadSignature
+            | HttpError::TokenBadIssuer
+            | HttpError::TokenBadAudience
+            | HttpError::TokenUserMismatch
+            | HttpError::TokenPlatformMismatch => 401,
+            HttpError::OriginForbidden | HttpError::NotAMember | HttpError::Forbidden => 403,
+            HttpError::GroupNotFound | HttpError::StorageDisabled => 404,
+            HttpError::GroupFull | HttpError::TooManyGroups => 409,
+            HttpError::UserConnectionLimit => 429,
+            HttpError::NodeConnectionLimit
+            | HttpError::ServerShuttingDown
+            | HttpError::StoreUnavailable
+            | HttpError::PresenceUnavailable => 503,
+        }
+    }
+}
+
 /// WebSocket close codes the server uses. The table in `docs/protocol.md` mirrors this enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseCode {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
 };
+use natter_protocol::HttpError;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AuthConfig, TokenAlgorithm};
@@ -40,7 +41,7 @@ pub struct Identity {
 
 /// Why a connection was refused before the upgrade (HTTP 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.reason())]
+#[error("{}", self.reason().as_str())]
 pub enum AuthError {
     Missing,
     Malformed,
@@ -53,17 +54,17 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// The JSON `error` value and metric label.
-    pub fn reason(self) -> &'static str {
+    /// The HTTP refusal it becomes (its `error` value is also the metric label).
+    pub fn reason(self) -> HttpError {
         match self {
-            AuthError::Missing => "token_missing",
-            AuthError::Malformed => "token_malformed",
-            AuthError::Expired => "token_expired",
-            AuthError::BadSignature => "token_bad_signature",
-            AuthError::BadIssuer => "token_bad_issuer",
-            AuthError::BadAudience => "token_bad_audience",
-            AuthError::UserMismatch => "token_user_mismatch",
-            AuthError::PlatformMismatch => "token_platform_mismatch",
+            AuthError::Missing => HttpError::TokenMissing,
+            AuthError::Malformed => HttpError::TokenMalformed,
+            AuthError::Expired => HttpError::TokenExpired,
+            AuthError::BadSignature => HttpError::TokenBadSignature,
+            AuthError::BadIssuer => HttpError::TokenBadIssuer,
+            AuthError::BadAudience => HttpError::TokenBadAudience,
+            AuthError::UserMismatch => HttpError::TokenUserMismatch,
+            AuthError::PlatformMismatch => HttpError::TokenPlatformMismatch,
         }
     }
 

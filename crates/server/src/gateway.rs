@@ -14,11 +14,11 @@ use axum::{
         Path, RawQuery, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket},
     },
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
 use futures_util::SinkExt;
-use natter_protocol::{CloseCode, DecodeError, ErrorReason, Msg, decode_client_msg};
+use natter_protocol::{CloseCode, DecodeError, ErrorReason, HttpError, Msg, decode_client_msg};
 use std::pin::Pin;
 
 use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at, sleep, timeout_at};
@@ -27,6 +27,7 @@ use crate::{
     auth::{self, Identity},
     config::RateLimitConfig,
     delivery::Refusal,
+    http::ApiError,
     hub::ConnId,
     messaging::Origin,
     metrics::{DropReason, LatencySamples},
@@ -41,10 +42,9 @@ pub const MAX_ID_LEN: usize = 128;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// A refusal before the upgrade: an HTTP status with a JSON body `{"error", "detail"}`.
-fn refuse(state: &AppState, status: StatusCode, reason: &'static str, detail: &str) -> Response {
+fn refuse(state: &AppState, reason: HttpError, detail: &str) -> Response {
     state.metrics.upgrade_refused(reason);
-    let body = serde_json::json!({ "error": reason, "detail": detail });
-    (status, axum::Json(body)).into_response()
+    ApiError::new(reason, detail).into_response()
 }
 
 fn header(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -62,19 +62,19 @@ pub async fn upgrade(
 ) -> Response {
     if natter_protocol::is_group_id(&user) {
         let detail = "user ids may not start with g_ (group ids do)";
-        return refuse(&state, StatusCode::BAD_REQUEST, "invalid_id", detail);
+        return refuse(&state, HttpError::InvalidId, detail);
     }
     for id in [&user, &platform] {
         if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
             let detail = format!("ids are at most {MAX_ID_LEN} bytes, no control characters");
-            return refuse(&state, StatusCode::BAD_REQUEST, "invalid_id", &detail);
+            return refuse(&state, HttpError::InvalidId, &detail);
         }
     }
     if let Some(origin) = header(&headers, header::ORIGIN) {
         let host = header(&headers, header::HOST);
         if !auth::origin_allowed(origin, host, &state.config.auth.allowed_origins) {
             let detail = format!("origin {origin} is not in auth.allowed_origins");
-            return refuse(&state, StatusCode::FORBIDDEN, "origin_forbidden", &detail);
+            return refuse(&state, HttpError::OriginForbidden, &detail);
         }
     }
     let (token, protocol) = auth::token_from_request(
@@ -84,38 +84,28 @@ pub async fn upgrade(
     );
     let identity = match state.auth.verify(token, &user, &platform) {
         Ok(identity) => identity,
-        Err(e) => return refuse(&state, StatusCode::UNAUTHORIZED, e.reason(), e.detail()),
+        Err(e) => return refuse(&state, e.reason(), e.detail()),
     };
     let replay = match Replay::from_query(query.as_deref()) {
         Ok(r) => r,
-        Err(detail) => return refuse(&state, StatusCode::BAD_REQUEST, "invalid_query", &detail),
+        Err(detail) => return refuse(&state, HttpError::InvalidQuery, &detail),
     };
     let per_user = state.config.limits.max_connections_per_user;
     if state.hub.other_devices(&user, &platform) >= per_user {
         let detail =
             format!("a user may hold {per_user} connections (limits.max_connections_per_user)");
-        return refuse(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            "user_connection_limit",
-            &detail,
-        );
+        return refuse(&state, HttpError::UserConnectionLimit, &detail);
     }
     let Some(guard) = state
         .sessions
         .try_enter(state.config.limits.max_connections)
     else {
         let reason = if state.sessions.is_shutting_down() {
-            "server_shutting_down"
+            HttpError::ServerShuttingDown
         } else {
-            "node_connection_limit"
+            HttpError::NodeConnectionLimit
         };
-        return refuse(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            reason,
-            "try another node or later",
-        );
+        return refuse(&state, reason, "try another node or later");
     };
     let cfg = &state.config;
     let mut ws = ws

@@ -15,7 +15,7 @@ use std::{
 
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use natter_protocol::{CloseCode, ErrorReason};
+use natter_protocol::{CloseCode, ErrorReason, HttpError};
 
 /// Upper bounds of the delivery latency buckets, in microseconds.
 const LATENCY_BUCKETS_US: [u64; 14] = [
@@ -219,11 +219,11 @@ impl Metrics {
     }
 
     /// Counts a WebSocket upgrade refused before it happened (bad token, limits, origin...).
-    pub fn upgrade_refused(&self, reason: &'static str) {
+    pub fn upgrade_refused(&self, reason: HttpError) {
         self.connections_refused.increment(1);
         let key = Key::from_parts(
             "natter_upgrades_refused_total",
-            vec![Label::new("reason", reason)],
+            vec![Label::new("reason", reason.as_str())],
         );
         self.recorder.register_counter(&key, &METADATA).increment(1);
     }

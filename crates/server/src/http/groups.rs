@@ -4,15 +4,16 @@
 use axum::{
     Json, Router,
     extract::{Path, RawQuery, State, rejection::JsonRejection},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     routing::{get, post, put},
 };
+use natter_protocol::HttpError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, caller};
+use super::{ApiError, Caller, groups};
 use crate::{
-    groups::{GroupError, Groups, Notice},
+    groups::{GroupError, Notice},
     query::query_param,
     state::AppState,
     store::{MyGroup, Role, Stream},
@@ -39,42 +40,25 @@ pub fn routes() -> Router<AppState> {
 
 impl From<GroupError> for ApiError {
     fn from(e: GroupError) -> ApiError {
-        let (status, error) = match &e {
-            GroupError::NotFound => (StatusCode::NOT_FOUND, "group_not_found"),
-            GroupError::NotAMember => (StatusCode::FORBIDDEN, "not_a_member"),
-            GroupError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            GroupError::Full(_) => (StatusCode::CONFLICT, "group_full"),
-            GroupError::TooManyGroups(..) => (StatusCode::CONFLICT, "too_many_groups"),
-            GroupError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            GroupError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        let error = match &e {
+            GroupError::NotFound => HttpError::GroupNotFound,
+            GroupError::NotAMember => HttpError::NotAMember,
+            GroupError::Forbidden => HttpError::Forbidden,
+            GroupError::Full(_) => HttpError::GroupFull,
+            GroupError::TooManyGroups(..) => HttpError::TooManyGroups,
+            GroupError::Invalid(_) => HttpError::InvalidRequest,
+            GroupError::Store(_) => HttpError::StoreUnavailable,
         };
         if let GroupError::Store(s) = &e {
             tracing::error!(error = %s, "group store operation failed");
         }
-        ApiError::new(status, error, e.to_string())
+        ApiError::new(error, e.to_string())
     }
-}
-
-/// The caller and the groups service.
-fn who<'s>(
-    state: &'s AppState,
-    headers: &HeaderMap,
-    query: &Option<String>,
-) -> Result<(String, &'s Groups), ApiError> {
-    let (who, _) = caller(state, headers, query.as_deref())?;
-    let groups = state.groups.as_deref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "storage_disabled",
-            "groups need storage",
-        )
-    })?;
-    Ok((who.user, groups))
 }
 
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     json.map(|Json(t)| t)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))
+        .map_err(|e| ApiError::new(HttpError::InvalidRequest, e.body_text()))
 }
 
 async fn announce(state: &AppState, notice: Notice) {
@@ -95,11 +79,10 @@ struct CreateGroup {
 /// `POST /api/v1/groups {"name", "members": [...]}` → 201: the caller owns the new group.
 async fn create(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    who: Caller,
     json: Result<Json<CreateGroup>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (user, groups) = who(&state, &headers, &query)?;
+    let (user, groups) = (who.user, groups(&state)?);
     let req = body(json)?;
     let (group, members, notice) = groups.create(&user, &req.name, &req.members).await?;
     announce(&state, notice).await;
@@ -110,12 +93,8 @@ async fn create(
 }
 
 /// `GET /api/v1/groups`: the caller's groups, with their role and each group's last `seq`.
-async fn list(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    let (user, groups) = who(&state, &headers, &query)?;
+async fn list(State(state): State<AppState>, who: Caller) -> Result<Json<Value>, ApiError> {
+    let (user, groups) = (who.user, groups(&state)?);
     let mut out = Vec::new();
     for MyGroup { group, role, seq } in groups.store().groups_of(&user).await? {
         out.push(json!({
@@ -129,11 +108,10 @@ async fn list(
 /// `GET /api/v1/groups/{id}`: the group, its members and last `seq` (members only).
 async fn show(
     State(state): State<AppState>,
+    who: Caller,
     Path(group_id): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let (user, groups) = who(&state, &headers, &query)?;
+    let (user, groups) = (who.user, groups(&state)?);
     groups.membership(&group_id, &user).await?;
     let store = groups.store();
     let group = store.group(&group_id).await?.ok_or(GroupError::NotFound)?;
@@ -153,12 +131,11 @@ struct Rename {
 /// `PATCH /api/v1/groups/{id} {"name"}`: owner or admin.
 async fn rename(
     State(state): State<AppState>,
+    who: Caller,
     Path(group_id): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
     json: Result<Json<Rename>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (user, groups) = who(&state, &headers, &query)?;
+    let (user, groups) = (who.user, groups(&state)?);
     let req = body(json)?;
     let notice = groups.rename(&group_id, &user, &req.name).await?;
     announce(&state, notice).await;
@@ -168,11 +145,10 @@ async fn rename(
 /// `DELETE /api/v1/groups/{id}`: the owner dissolves the group.
 async fn dissolve(
     State(state): State<AppState>,
+    who: Caller,
     Path(group_id): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let (user, groups) = who(&state, &headers, &query)?;
+    let (user, groups) = (who.user, groups(&state)?);
     let notice = groups.dissolve(&group_id, &user).await?;
     announce(&state, notice).await;
     Ok(StatusCode::NO_CONTENT)
@@ -187,12 +163,11 @@ struct AddMembers {
 /// `POST /api/v1/groups/{id}/members {"members": [...]}`: owner or admin.
 async fn add(
     State(state): State<AppState>,
+    who: Caller,
     Path(group_id): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
     json: Result<Json<AddMembers>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (user, groups) = who(&state, &headers, &query)?;
+    let (user, groups) = (who.user, groups(&state)?);
     let req = body(json)?;
     let (added, notice) = groups.add(&group_id, &user, &req.members).await?;
     if let Some(notice) = notice {
@@ -205,11 +180,10 @@ async fn add(
 /// themself (leaves).
 async fn remove(
     State(state): State<AppState>,
+    who: Caller,
     Path((group_id, member)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let (user, groups) = who(&state, &headers, &query)?;
+    let (user, groups) = (who.user, groups(&state)?);
     let notice = groups.remove(&group_id, &user, &member).await?;
     announce(&state, notice).await;
     Ok(StatusCode::NO_CONTENT)
@@ -224,12 +198,11 @@ struct SetRole {
 /// `PUT /api/v1/groups/{id}/members/{user}/role {"role": "admin" | "member"}`: owner only.
 async fn set_role(
     State(state): State<AppState>,
+    who: Caller,
     Path((group_id, member)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
     json: Result<Json<SetRole>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (user, groups) = who(&state, &headers, &query)?;
+    let (user, groups) = (who.user, groups(&state)?);
     let req = body(json)?;
     let notice = groups.set_role(&group_id, &user, &member, req.role).await?;
     announce(&state, notice).await;
@@ -240,14 +213,14 @@ async fn set_role(
 /// (members only; from when the member joined, unless `groups.new_members_see_history`).
 async fn messages(
     State(state): State<AppState>,
+    who: Caller,
     Path(group_id): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let (user, groups) = who(&state, &headers, &query)?;
+    let (user, groups) = (who.user, groups(&state)?);
     let (members, _) = groups.membership(&group_id, &user).await?;
     let q = query.as_deref();
-    let invalid = |what: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", what);
+    let invalid = |what: &str| ApiError::new(HttpError::InvalidQuery, what);
     let after = match query_param(q, "after_seq") {
         None => 0,
         Some(v) => v

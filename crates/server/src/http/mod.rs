@@ -5,17 +5,19 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, RawQuery, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{FromRequestParts, Path, RawQuery, State},
+    http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::get,
 };
+use natter_protocol::HttpError;
 use serde_json::json;
 
 mod groups;
 
 use crate::{
-    auth::{self, Identity},
+    auth,
+    groups::Groups,
     query::query_param,
     state::AppState,
     store::{Store, StoreError, Stream},
@@ -41,19 +43,13 @@ async fn web_page() -> axum::response::Html<&'static str> {
 /// platforms (this node's view; a cluster answers for every node).
 async fn online(
     State(state): State<AppState>,
+    _: Caller,
     Path(user): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    identify(&state, &headers, query.as_deref())?;
     let platforms = match &state.cluster {
         Some(cluster) => cluster.online(&user).await.map_err(|e| {
             tracing::warn!(error = %e, "presence lookup failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "presence_unavailable",
-                "try again",
-            )
+            ApiError::new(HttpError::PresenceUnavailable, "try again")
         })?,
         None => state.hub.platforms(&user),
     };
@@ -62,18 +58,16 @@ async fn online(
     ))
 }
 
-/// An API error: an HTTP status and a JSON body `{"error", "detail"}`.
+/// An HTTP refusal: the status of its [`HttpError`] and a JSON body `{"error", "detail"}`.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    error: &'static str,
+    error: HttpError,
     detail: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> ApiError {
+    pub fn new(error: HttpError, detail: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             error,
             detail: detail.into(),
         }
@@ -82,8 +76,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.error, "detail": self.detail });
-        (self.status, Json(body)).into_response()
+        let status =
+            StatusCode::from_u16(self.error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({ "error": self.error.as_str(), "detail": self.detail });
+        (status, Json(body)).into_response()
     }
 }
 
@@ -91,56 +87,67 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         tracing::error!(error = %e, "store read failed");
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
+            HttpError::StoreUnavailable,
             "the store could not be read; try again",
         )
     }
 }
 
-/// The caller of an API request: a token as `Authorization: Bearer` or `?token=`; in
-/// development mode, `?user_id=`.
-fn identify(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<Identity, ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let (token, _) = auth::token_from_request(query, authorization, None);
-    state
-        .auth
-        .identify(token, query_param(query, "user_id"))
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.reason(), e.detail()))
+/// The authenticated caller of an API request: the user of a token sent as `Authorization:
+/// Bearer` or `?token=`; in development mode, of `?user_id=`. Every API handler takes one, so
+/// no route answers an unauthenticated request.
+#[derive(Debug)]
+pub struct Caller {
+    pub user: String,
 }
 
-/// The caller and the store (API endpoints that read stored data).
-pub(crate) fn caller<'s>(
-    state: &'s AppState,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<(Identity, &'s Arc<dyn Store>), ApiError> {
-    let who = identify(state, headers, query)?;
-    let store = state.store.as_ref().ok_or_else(|| {
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let query = parts.uri.query();
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let (token, _) = auth::token_from_request(query, authorization, None);
+        let identity = state
+            .auth
+            .identify(token, query_param(query, "user_id"))
+            .map_err(|e| ApiError::new(e.reason(), e.detail()))?;
+        Ok(Caller {
+            user: identity.user,
+        })
+    }
+}
+
+/// The store, or `storage_disabled` when the server stores nothing.
+fn store(state: &AppState) -> Result<&Arc<dyn Store>, ApiError> {
+    state.store.as_ref().ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "storage_disabled",
+            HttpError::StorageDisabled,
             "this server stores nothing (storage.backend: none)",
         )
-    })?;
-    Ok((who, store))
+    })
+}
+
+/// The groups service, or `storage_disabled` when the server stores nothing.
+fn groups(state: &AppState) -> Result<&Groups, ApiError> {
+    state
+        .groups
+        .as_deref()
+        .ok_or_else(|| ApiError::new(HttpError::StorageDisabled, "groups need storage"))
 }
 
 /// `GET /api/v1/messages?after_seq=N&limit=L` (inbox) or `?after_send_seq=N` (sent): messages
 /// in order, at most `limit` (default 100, at most 1000).
 async fn messages(
     State(state): State<AppState>,
+    who: Caller,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let q = query.as_deref();
-    let (who, store) = caller(&state, &headers, q)?;
+    let store = store(&state)?;
     let number =
         |name: &str| query_param(q, name).map(|v| v.parse::<i64>().ok().filter(|n| *n >= 0));
     let (stream, after) = match (number("after_seq"), number("after_send_seq")) {
@@ -149,8 +156,7 @@ async fn messages(
         (None, Some(Some(n))) => (Stream::Sent, n),
         _ => {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
+                HttpError::InvalidQuery,
                 "give after_seq or after_send_seq (non-negative integers), not both",
             ));
         }
@@ -159,11 +165,7 @@ async fn messages(
         None => 100,
         Some(Some(n)) if (1..=1000).contains(&n) => n as u32,
         Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                "limit is 1 to 1000",
-            ));
+            return Err(ApiError::new(HttpError::InvalidQuery, "limit is 1 to 1000"));
         }
     };
     let messages = store.after(&who.user, stream, after, limit).await?;
@@ -174,11 +176,9 @@ async fn messages(
 /// `GET /api/v1/seq`: the caller's last inbox `seq` and sent `send_seq`.
 async fn seq(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    who: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (who, store) = caller(&state, &headers, query.as_deref())?;
-    let (seq, send_seq) = store.cursors(&who.user).await?;
+    let (seq, send_seq) = store(&state)?.cursors(&who.user).await?;
     Ok(Json(json!({ "seq": seq, "send_seq": send_seq })))
 }
 
