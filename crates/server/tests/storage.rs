@@ -296,7 +296,7 @@ async fn retention_deletes_old_messages_but_keeps_seq_counting(backend: Backend)
 
 async fn commit_failure_is_an_error_reply_and_the_node_recovers(backend: Backend) {
     let config = config_for(backend).await;
-    // SQLite commits accepted messages to the log file first (store/sqlite.rs).
+    // SQLite commits accepted messages to the log file first (store/sqlite/append.rs).
     let (admin, table) = match backend {
         Backend::Sqlite => (
             format!("{}/natter-log.db", config.storage.path),
@@ -312,7 +312,7 @@ async fn commit_failure_is_an_error_reply_and_the_node_recovers(backend: Backend
     send_acked(&mut a, "b", "before", "ok").await;
     assert_eq!(b.recv().await.content, "ok");
 
-    sql(backend, &admin, break_it).await;
+    common::sql(backend, &admin, break_it).await;
     a.send_msg("b", "during", "lost?").await;
     let reply = a.recv().await;
     assert_eq!(reply.content_type, content_type::ERROR);
@@ -324,7 +324,7 @@ async fn commit_failure_is_an_error_reply_and_the_node_recovers(backend: Backend
     assert_eq!(reply.local_id, "during");
     b.assert_silent(Duration::from_millis(200)).await;
 
-    sql(backend, &admin, mend_it).await;
+    common::sql(backend, &admin, mend_it).await;
     let ack = send_acked(&mut a, "b", "during", "lost?").await;
     assert_eq!(ack.seq, 2, "the refused message took no seq");
     assert_eq!(b.recv().await.content, "lost?");
@@ -337,22 +337,6 @@ async fn commit_failure_is_an_error_reply_and_the_node_recovers(backend: Backend
         ("natter_store_commit_seconds_count", 3.0),
     ] {
         assert_eq!(server.metric(series).await, value, "{series}");
-    }
-}
-
-/// Runs one statement on the test's database, from outside the server.
-async fn sql(backend: Backend, target: &str, statement: &str) {
-    use sqlx::{Connection, PgConnection, SqliteConnection, sqlite::SqliteConnectOptions};
-    match backend {
-        Backend::Sqlite => {
-            let options = SqliteConnectOptions::new().filename(target);
-            let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
-            sqlx::query(statement).execute(&mut conn).await.unwrap();
-        }
-        Backend::Postgres => {
-            let mut conn = PgConnection::connect(target).await.unwrap();
-            sqlx::query(statement).execute(&mut conn).await.unwrap();
-        }
     }
 }
 

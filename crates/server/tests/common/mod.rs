@@ -335,6 +335,22 @@ pub async fn fresh_pg_database() -> String {
     format!("{base}/{name}")
 }
 
+/// Runs one statement on the test's database, from outside the server.
+pub async fn sql(backend: Backend, target: &str, statement: &str) {
+    use sqlx::{Connection, PgConnection, SqliteConnection, sqlite::SqliteConnectOptions};
+    match backend {
+        Backend::Sqlite => {
+            let options = SqliteConnectOptions::new().filename(target);
+            let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = PgConnection::connect(target).await.unwrap();
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
 /// A test config on the given backend, each with storage of its own.
 pub async fn config_for(backend: Backend) -> Config {
     let mut config = test_config();
