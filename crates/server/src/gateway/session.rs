@@ -1,183 +1,52 @@
-//! The WebSocket gateway: where a message enters the server and where it leaves for a device.
-//!
-//! [`upgrade`] checks the request and upgrades it; [`Session::run`] is the one task that owns the
-//! socket for its whole life. It `select!`s over three things: frames from the client, its own
-//! bounded outbox (frames other tasks queued for this device), and the heartbeat timer. Nothing
-//! else ever touches the socket: there is no lock around a sink and no second writer.
-//!
-//! This is the only module that sees the WebSocket library (axum's `ws`, tungstenite beneath).
+//! The session task: the one owner of a socket for its whole life.
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use axum::{
-    extract::{
-        Path, RawQuery, State, WebSocketUpgrade,
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket},
-    },
-    http::{HeaderMap, header},
-    response::{IntoResponse, Response},
-};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use natter_protocol::{CloseCode, DecodeError, ErrorReason, HttpError, Msg, decode_client_msg};
+use natter_protocol::{CloseCode, DecodeError, ErrorReason, Msg, decode_client_msg};
 use std::pin::Pin;
 
 use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at, sleep, timeout_at};
 
 use crate::{
-    auth::{self, Identity},
-    config::RateLimitConfig,
+    auth::Identity,
     delivery::Refusal,
-    http::ApiError,
     hub::ConnId,
     messaging::Origin,
     metrics::{DropReason, LatencySamples},
     outbox::{Cursor, Frame, Outbound, Outbox},
     state::{AppState, SessionGuard},
-    store::Stream,
 };
 
-/// Longest user or platform id accepted in the URL, in bytes.
-pub const MAX_ID_LEN: usize = 128;
-/// How long a closing connection gets to take its close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// A refusal before the upgrade: an HTTP status with a JSON body `{"error", "detail"}`.
-fn refuse(state: &AppState, reason: HttpError, detail: &str) -> Response {
-    state.metrics.upgrade_refused(reason);
-    ApiError::new(reason, detail).into_response()
-}
-
-fn header(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// `GET /ws/{user_id}/conn/{platform_id}`: checks the request, then upgrades it. Every check
-/// happens before the upgrade, so a refused client gets a plain HTTP answer.
-pub async fn upgrade(
-    Path((user, platform)): Path<(String, String)>,
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    if natter_protocol::is_group_id(&user) {
-        let detail = "user ids may not start with g_ (group ids do)";
-        return refuse(&state, HttpError::InvalidId, detail);
-    }
-    for id in [&user, &platform] {
-        if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
-            let detail = format!("ids are at most {MAX_ID_LEN} bytes, no control characters");
-            return refuse(&state, HttpError::InvalidId, &detail);
-        }
-    }
-    if let Some(origin) = header(&headers, header::ORIGIN) {
-        let host = header(&headers, header::HOST);
-        if !auth::origin_allowed(origin, host, &state.config.auth.allowed_origins) {
-            let detail = format!("origin {origin} is not in auth.allowed_origins");
-            return refuse(&state, HttpError::OriginForbidden, &detail);
-        }
-    }
-    let (token, protocol) = auth::token_from_request(
-        query.as_deref(),
-        header(&headers, header::AUTHORIZATION),
-        header(&headers, header::SEC_WEBSOCKET_PROTOCOL),
-    );
-    let identity = match state.auth.verify(token, &user, &platform) {
-        Ok(identity) => identity,
-        Err(e) => return refuse(&state, e.reason(), e.detail()),
-    };
-    let replay = match Replay::from_query(query.as_deref()) {
-        Ok(r) => r,
-        Err(detail) => return refuse(&state, HttpError::InvalidQuery, &detail),
-    };
-    let per_user = state.config.limits.max_connections_per_user;
-    if state.hub.other_devices(&user, &platform) >= per_user {
-        let detail =
-            format!("a user may hold {per_user} connections (limits.max_connections_per_user)");
-        return refuse(&state, HttpError::UserConnectionLimit, &detail);
-    }
-    let Some(guard) = state
-        .sessions
-        .try_enter(state.config.limits.max_connections)
-    else {
-        let reason = if state.sessions.is_shutting_down() {
-            HttpError::ServerShuttingDown
-        } else {
-            HttpError::NodeConnectionLimit
-        };
-        return refuse(&state, reason, "try another node or later");
-    };
-    let cfg = &state.config;
-    let mut ws = ws
-        .read_buffer_size(cfg.websocket.read_buffer_size)
-        .write_buffer_size(cfg.websocket.write_buffer_size)
-        .max_write_buffer_size(cfg.websocket.max_write_buffer_size)
-        .max_message_size(cfg.limits.max_message_size)
-        .max_frame_size(cfg.limits.max_message_size);
-    if let Some(p) = protocol {
-        ws = ws.protocols([p.to_owned()]);
-    }
-    ws.on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            Session::start(state, socket, identity, platform, guard)
-                .run(replay)
-                .await
-        })
-}
+use super::{
+    CLOSE_GRACE,
+    rate::{Rate, RateLimiter},
+    replay::Replay,
+};
 
 /// One client connection, owned by one task.
-struct Session {
-    state: AppState,
-    socket: WebSocket,
-    user: String,
-    platform: String,
-    conn: ConnId,
-    outbox: Arc<Outbox>,
+pub(super) struct Session {
+    pub(super) state: AppState,
+    pub(super) socket: WebSocket,
+    pub(super) user: String,
+    pub(super) platform: String,
+    pub(super) conn: ConnId,
+    pub(super) outbox: Arc<Outbox>,
     /// Reused between batches so draining the outbox does not allocate.
-    batch: VecDeque<Outbound>,
-    last_seen: Instant,
+    pub(super) batch: VecDeque<Outbound>,
+    pub(super) last_seen: Instant,
     /// When the token expires: the connection is closed with 4002 then.
-    expiry: Option<Pin<Box<Sleep>>>,
-    limiter: Option<RateLimiter>,
+    pub(super) expiry: Option<Pin<Box<Sleep>>>,
+    pub(super) limiter: Option<RateLimiter>,
     /// Highest inbox `seq` / sent `send_seq` already replayed from the store: live copies up to
     /// them are dropped, so the switch from history to live has no duplicate.
-    replayed: (i64, i64),
-    _guard: SessionGuard,
+    pub(super) replayed: (i64, i64),
+    pub(super) _guard: SessionGuard,
 }
-
-/// What a connecting device asks to be replayed: `?since_seq=N` (inbox) and/or
-/// `?since_send_seq=M` (what the user sent from other devices).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Replay {
-    since_seq: Option<i64>,
-    since_send_seq: Option<i64>,
-}
-
-impl Replay {
-    fn from_query(query: Option<&str>) -> Result<Replay, String> {
-        let number = |name: &str| -> Result<Option<i64>, String> {
-            match crate::query::query_param(query, name) {
-                None => Ok(None),
-                Some(v) => v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .map(Some)
-                    .ok_or_else(|| format!("{name} must be a non-negative integer")),
-            }
-        };
-        Ok(Replay {
-            since_seq: number("since_seq")?,
-            since_send_seq: number("since_send_seq")?,
-        })
-    }
-}
-
-/// Messages fetched from the store per replay query.
-const REPLAY_PAGE: u32 = 500;
 
 /// Why the session loop ended.
-enum Exit {
+pub(super) enum Exit {
     /// The client closed, or the socket failed: nothing more to send.
     Gone,
     /// The server closes the connection with this code.
@@ -185,7 +54,7 @@ enum Exit {
 }
 
 impl Session {
-    fn start(
+    pub(super) fn start(
         state: AppState,
         socket: WebSocket,
         identity: Identity,
@@ -222,7 +91,7 @@ impl Session {
         }
     }
 
-    async fn run(mut self, replay: Replay) {
+    pub(super) async fn run(mut self, replay: Replay) {
         if let Some(cluster) = self.state.cluster.clone() {
             cluster.joined(&self.user, &self.platform).await;
         }
@@ -255,51 +124,9 @@ impl Session {
         tracing::debug!(user = %self.user, platform = %self.platform, conn = self.conn, "disconnected");
     }
 
-    /// Sends the stored messages the device missed, before anything live. The session is
-    /// registered already, so whatever is committed meanwhile waits in the outbox; copies of
-    /// replayed messages are dropped from it by their cursor.
-    async fn replay(&mut self, replay: Replay) -> Result<(), Exit> {
-        let Some(store) = self.state.store.clone() else {
-            return Ok(());
-        };
-        let streams = [
-            (Stream::Inbox, replay.since_seq),
-            (Stream::Sent, replay.since_send_seq),
-        ];
-        for (stream, since) in streams {
-            let Some(mut after) = since else { continue };
-            loop {
-                let page = store
-                    .after(&self.user, stream, after, REPLAY_PAGE)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "replay failed");
-                        Exit::Close(CloseCode::Internal)
-                    })?;
-                for msg in &page {
-                    after = match stream {
-                        Stream::Inbox => msg.seq,
-                        Stream::Sent => msg.send_seq,
-                    };
-                    let frame = Message::Text(Frame::from(msg.encode()));
-                    self.socket.feed(frame).await.map_err(|_| Exit::Gone)?;
-                }
-                self.socket.flush().await.map_err(|_| Exit::Gone)?;
-                if page.len() < REPLAY_PAGE as usize {
-                    break;
-                }
-            }
-            match stream {
-                Stream::Inbox => self.replayed.0 = after,
-                Stream::Sent => self.replayed.1 = after,
-            }
-        }
-        Ok(())
-    }
-
     /// Sends our close frame, then reads (and discards) until the client's close arrives, so
     /// the close frame is not lost to a TCP reset, for at most [`CLOSE_GRACE`].
-    async fn close_handshake(&mut self, frame: CloseFrame) {
+    pub(super) async fn close_handshake(&mut self, frame: CloseFrame) {
         let deadline = Instant::now() + CLOSE_GRACE;
         let sent = timeout_at(deadline, self.socket.send(Message::Close(Some(frame)))).await;
         if !matches!(sent, Ok(Ok(()))) {
@@ -312,7 +139,7 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self) -> Exit {
+    pub(super) async fn serve(&mut self) -> Exit {
         let hb = self.state.config.heartbeat.clone();
         let mut ping = interval_at(Instant::now() + hb.interval, hb.interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -342,7 +169,10 @@ impl Session {
     }
 
     /// Handles one result of reading the socket.
-    async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Option<Exit> {
+    pub(super) async fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, axum::Error>>,
+    ) -> Option<Exit> {
         let message = match frame {
             None => return Some(Exit::Gone),
             Some(Ok(message)) => message,
@@ -363,7 +193,7 @@ impl Session {
         None
     }
 
-    fn on_read_error(&self, e: axum::Error) -> Exit {
+    pub(super) fn on_read_error(&self, e: axum::Error) -> Exit {
         let too_big = matches!(
             e.into_inner().downcast::<tungstenite::Error>().map(|e| *e),
             Ok(tungstenite::Error::Capacity(_))
@@ -376,7 +206,7 @@ impl Session {
         }
     }
 
-    async fn on_text(&mut self, text: &str) {
+    pub(super) async fn on_text(&mut self, text: &str) {
         if let Some(limiter) = &mut self.limiter {
             match limiter.check(Instant::now()) {
                 Rate::Allow => {}
@@ -415,19 +245,19 @@ impl Session {
         self.reply_error(&local_id, refusal.reason, &refusal.detail);
     }
 
-    fn reply_error(&self, local_id: &str, reason: ErrorReason, detail: &str) {
+    pub(super) fn reply_error(&self, local_id: &str, reason: ErrorReason, detail: &str) {
         self.state.metrics.frame_rejected(reason);
         self.reply(&Msg::error_reply(local_id, reason, detail));
     }
 
     /// Queues a reply to this connection, behind whatever is already queued for it.
-    fn reply(&self, msg: &Msg) {
+    pub(super) fn reply(&self, msg: &Msg) {
         // A full queue marks this connection as a slow consumer; the loop then closes it.
         let _ = self.outbox.push(Frame::from(msg.encode()), Cursor::None);
     }
 
     /// Writes everything queued, flushing once per batch, until the outbox is empty.
-    async fn flush_outbox(&mut self) -> Option<Exit> {
+    pub(super) async fn flush_outbox(&mut self) -> Option<Exit> {
         let write_timeout = self.state.config.heartbeat.timeout;
         loop {
             let close = self.outbox.drain(&mut self.batch);
@@ -504,7 +334,7 @@ impl Session {
 }
 
 /// Feeds every frame of the batch to the socket, then flushes once.
-async fn write_batch(
+pub(super) async fn write_batch(
     socket: &mut WebSocket,
     batch: &mut VecDeque<Outbound>,
 ) -> Result<(), axum::Error> {
@@ -515,87 +345,9 @@ async fn write_batch(
 }
 
 /// Waits for the timer if there is one, forever otherwise.
-async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
+pub(super) async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
     match timer {
         Some(t) => t.as_mut().await,
         None => std::future::pending().await,
-    }
-}
-
-/// A token bucket per connection (`limits.rate`).
-#[derive(Debug)]
-struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-    /// Refused messages since the last accepted one.
-    strikes: u32,
-    close_after: u32,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Rate {
-    Allow,
-    /// Refuse this message with an error reply.
-    Refuse,
-    /// Sustained abuse: close the connection (4005).
-    Close,
-}
-
-impl RateLimiter {
-    fn new(cfg: &RateLimitConfig) -> Option<RateLimiter> {
-        (cfg.per_second > 0.0).then(|| RateLimiter {
-            per_second: cfg.per_second,
-            burst: f64::from(cfg.burst),
-            tokens: f64::from(cfg.burst),
-            last: Instant::now(),
-            strikes: 0,
-            close_after: cfg.close_after,
-        })
-    }
-
-    fn check(&mut self, now: Instant) -> Rate {
-        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.strikes = 0;
-            return Rate::Allow;
-        }
-        self.strikes += 1;
-        if self.strikes >= self.close_after {
-            Rate::Close
-        } else {
-            Rate::Refuse
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_bucket_allows_burst_then_refuses_then_closes() {
-        let cfg = RateLimitConfig {
-            per_second: 10.0,
-            burst: 5,
-            close_after: 3,
-        };
-        let mut rl = RateLimiter::new(&cfg).unwrap();
-        let t0 = rl.last;
-        for _ in 0..5 {
-            assert_eq!(rl.check(t0), Rate::Allow);
-        }
-        assert_eq!(rl.check(t0), Rate::Refuse);
-        assert_eq!(rl.check(t0), Rate::Refuse);
-        // 100 ms later one token is back; an accepted message clears the strikes.
-        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Allow);
-        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Refuse);
-        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Refuse);
-        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Close);
-        assert!(RateLimiter::new(&RateLimitConfig::default()).is_none());
     }
 }

@@ -1,0 +1,87 @@
+//! Replay: a connecting device asks for the history it missed (`?since_seq=N`,
+//! `?since_send_seq=M`); the session writes it from the store straight to the socket before
+//! going live. The session is registered first, so live frames queued meanwhile wait in its
+//! outbox; those at or below what was replayed are dropped there. No gap, no duplicate.
+
+use axum::extract::ws::Message;
+use futures_util::SinkExt;
+use natter_protocol::CloseCode;
+
+use crate::{outbox::Frame, store::Stream};
+
+use super::session::{Exit, Session};
+
+/// What a connecting device asks to be replayed: `?since_seq=N` (inbox) and/or
+/// `?since_send_seq=M` (what the user sent from other devices).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Replay {
+    pub(super) since_seq: Option<i64>,
+    pub(super) since_send_seq: Option<i64>,
+}
+
+impl Replay {
+    pub(super) fn from_query(query: Option<&str>) -> Result<Replay, String> {
+        let number = |name: &str| -> Result<Option<i64>, String> {
+            match crate::query::query_param(query, name) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .map(Some)
+                    .ok_or_else(|| format!("{name} must be a non-negative integer")),
+            }
+        };
+        Ok(Replay {
+            since_seq: number("since_seq")?,
+            since_send_seq: number("since_send_seq")?,
+        })
+    }
+}
+
+/// Messages fetched from the store per replay query.
+pub(super) const REPLAY_PAGE: u32 = 500;
+
+impl Session {
+    /// Sends the stored messages the device missed, before anything live. The session is
+    /// registered already, so whatever is committed meanwhile waits in the outbox; copies of
+    /// replayed messages are dropped from it by their cursor.
+    pub(super) async fn replay(&mut self, replay: Replay) -> Result<(), Exit> {
+        let Some(store) = self.state.store.clone() else {
+            return Ok(());
+        };
+        let streams = [
+            (Stream::Inbox, replay.since_seq),
+            (Stream::Sent, replay.since_send_seq),
+        ];
+        for (stream, since) in streams {
+            let Some(mut after) = since else { continue };
+            loop {
+                let page = store
+                    .after(&self.user, stream, after, REPLAY_PAGE)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "replay failed");
+                        Exit::Close(CloseCode::Internal)
+                    })?;
+                for msg in &page {
+                    after = match stream {
+                        Stream::Inbox => msg.seq,
+                        Stream::Sent => msg.send_seq,
+                    };
+                    let frame = Message::Text(Frame::from(msg.encode()));
+                    self.socket.feed(frame).await.map_err(|_| Exit::Gone)?;
+                }
+                self.socket.flush().await.map_err(|_| Exit::Gone)?;
+                if page.len() < REPLAY_PAGE as usize {
+                    break;
+                }
+            }
+            match stream {
+                Stream::Inbox => self.replayed.0 = after,
+                Stream::Sent => self.replayed.1 = after,
+            }
+        }
+        Ok(())
+    }
+}
