@@ -1,0 +1,246 @@
+//! The rules of who may do what to a group, and the notice each change produces.
+
+use std::sync::Arc;
+
+use natter_protocol::{GROUP_PREFIX, is_group_id, msg_type};
+
+use super::{GroupError, Groups, Members, Notice};
+use crate::{
+    clock::now_millis,
+    ids,
+    store::{Group, Member, Role},
+};
+
+impl Groups {
+    pub(super) async fn check_group_count(&self, users: &[String]) -> Result<(), GroupError> {
+        let max = self.config.max_groups_per_user;
+        let counts = self.store.group_counts(users).await?;
+        match counts.into_iter().find(|(_, n)| *n as usize >= max) {
+            Some((user, _)) => Err(GroupError::TooManyGroups(user, max)),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates a group owned by `owner` with `members`; returns it and the notification.
+    pub async fn create(
+        &self,
+        owner: &str,
+        name: &str,
+        members: &[String],
+    ) -> Result<(Group, Vec<Member>, Notice), GroupError> {
+        validate_name(name)?;
+        let mut all: Vec<String> = vec![owner.to_owned()];
+        for m in members {
+            validate_user(m)?;
+            if !all.contains(m) {
+                all.push(m.clone());
+            }
+        }
+        if all.len() > self.config.max_members {
+            return Err(GroupError::Full(self.config.max_members));
+        }
+        self.check_group_count(&all).await?;
+        let created_at = now_millis();
+        let group = Group {
+            group_id: format!("{GROUP_PREFIX}{}", ids::message_id(created_at).simple()),
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            created_at,
+        };
+        let rows: Vec<(String, Role)> = all
+            .iter()
+            .map(|u| {
+                (
+                    u.clone(),
+                    if u == owner {
+                        Role::Owner
+                    } else {
+                        Role::Member
+                    },
+                )
+            })
+            .collect();
+        self.store.create_group(&group, &rows).await?;
+        let members = self
+            .refresh(&group.group_id)
+            .await?
+            .ok_or(GroupError::NotFound)?;
+        let notice = Notice::new(&group, owner, msg_type::GROUP_CREATED, &all, &members);
+        let list = self.store.members(&group.group_id).await?;
+        Ok((group, list, notice))
+    }
+
+    /// Adds members (owner or admin); returns who was new and, if anybody, the notification.
+    pub async fn add(
+        &self,
+        group_id: &str,
+        actor: &str,
+        users: &[String],
+    ) -> Result<(Vec<String>, Option<Notice>), GroupError> {
+        let (members, role) = self.membership(group_id, actor).await?;
+        if !role.manages() {
+            return Err(GroupError::Forbidden);
+        }
+        for u in users {
+            validate_user(u)?;
+        }
+        let new: Vec<String> = users
+            .iter()
+            .filter(|u| members.role(u).is_none())
+            .cloned()
+            .collect();
+        if members.len() + new.len() > self.config.max_members {
+            return Err(GroupError::Full(self.config.max_members));
+        }
+        self.check_group_count(&new).await?;
+        let added = self.store.add_members(group_id, &new).await?;
+        let (group, members) = self.reload(group_id).await?;
+        let notice = (!added.is_empty()).then(|| {
+            Notice::new(
+                &group,
+                actor,
+                msg_type::GROUP_MEMBERS_ADDED,
+                &added,
+                &members,
+            )
+        });
+        Ok((added, notice))
+    }
+
+    /// Removes `user` (owner or admin; or the user leaving). The owner cannot leave.
+    pub async fn remove(
+        &self,
+        group_id: &str,
+        actor: &str,
+        user: &str,
+    ) -> Result<Notice, GroupError> {
+        let (_, actor_role) = self.membership(group_id, actor).await?;
+        let leaving = actor == user;
+        if !leaving && !actor_role.manages() {
+            return Err(GroupError::Forbidden);
+        }
+        let members = self.members(group_id).await?.ok_or(GroupError::NotFound)?;
+        match members.role(user) {
+            None => return Err(GroupError::Invalid(format!("{user} is not a member"))),
+            Some(Role::Owner) => {
+                return Err(GroupError::Invalid(
+                    "the owner cannot leave or be removed; dissolve the group instead".into(),
+                ));
+            }
+            Some(Role::Admin) if actor_role != Role::Owner && !leaving => {
+                return Err(GroupError::Forbidden);
+            }
+            Some(_) => {}
+        }
+        self.store.remove_member(group_id, user).await?;
+        let (group, members) = self.reload(group_id).await?;
+        let kind = if leaving {
+            msg_type::GROUP_MEMBER_LEFT
+        } else {
+            msg_type::GROUP_MEMBER_REMOVED
+        };
+        let mut n = Notice::new(&group, actor, kind, &[user.to_owned()], &members);
+        n.audience.also.push(user.to_owned());
+        Ok(n)
+    }
+
+    /// Changes a member's role (owner only; admin or member).
+    pub async fn set_role(
+        &self,
+        group_id: &str,
+        actor: &str,
+        user: &str,
+        role: Role,
+    ) -> Result<Notice, GroupError> {
+        let (members, actor_role) = self.membership(group_id, actor).await?;
+        if actor_role != Role::Owner {
+            return Err(GroupError::Forbidden);
+        }
+        if role == Role::Owner || members.role(user).is_none_or(|r| r == Role::Owner) {
+            return Err(GroupError::Invalid(
+                "the role of a member other than the owner can be admin or member".into(),
+            ));
+        }
+        self.store.set_role(group_id, user, role).await?;
+        let (group, members) = self.reload(group_id).await?;
+        Ok(Notice::new(
+            &group,
+            actor,
+            msg_type::GROUP_ROLE_CHANGED,
+            &[user.to_owned()],
+            &members,
+        ))
+    }
+
+    pub async fn rename(
+        &self,
+        group_id: &str,
+        actor: &str,
+        name: &str,
+    ) -> Result<Notice, GroupError> {
+        validate_name(name)?;
+        let (members, role) = self.membership(group_id, actor).await?;
+        if !role.manages() {
+            return Err(GroupError::Forbidden);
+        }
+        self.store.rename_group(group_id, name).await?;
+        let group = self
+            .store
+            .group(group_id)
+            .await?
+            .ok_or(GroupError::NotFound)?;
+        Ok(Notice::new(
+            &group,
+            actor,
+            msg_type::GROUP_RENAMED,
+            &[],
+            &members,
+        ))
+    }
+
+    /// Dissolves the group (owner only). Every former member hears of it.
+    pub async fn dissolve(&self, group_id: &str, actor: &str) -> Result<Notice, GroupError> {
+        let (members, role) = self.membership(group_id, actor).await?;
+        if role != Role::Owner {
+            return Err(GroupError::Forbidden);
+        }
+        let group = self
+            .store
+            .group(group_id)
+            .await?
+            .ok_or(GroupError::NotFound)?;
+        // Once dissolved the group has no members to look up, here or on another node: the
+        // notice goes to each former member by user id instead.
+        let mut notice = Notice::new(
+            &group,
+            actor,
+            msg_type::GROUP_DISSOLVED,
+            &[],
+            &Arc::new(Members::default()),
+        );
+        notice.audience.also = members.roles.keys().cloned().collect();
+        self.store.dissolve_group(group_id).await?;
+        self.lock().remove(group_id);
+        Ok(notice)
+    }
+}
+
+pub(super) fn validate_name(name: &str) -> Result<(), GroupError> {
+    if name.trim().is_empty() || name.len() > 256 {
+        return Err(GroupError::Invalid("name: 1 to 256 bytes".into()));
+    }
+    Ok(())
+}
+
+pub(super) fn validate_user(user: &str) -> Result<(), GroupError> {
+    if user.is_empty()
+        || user.len() > 128
+        || is_group_id(user)
+        || user.chars().any(char::is_control)
+    {
+        return Err(GroupError::Invalid(format!(
+            "`{user}` is not a valid user id"
+        )));
+    }
+    Ok(())
+}
