@@ -1,9 +1,14 @@
 //! Configuration: built-in defaults, then an optional YAML file, then `NATTER__SECTION__KEY`
 //! environment variables. `config.example.yaml` documents every key; keep the two in step.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+mod load;
 
-use serde::{Deserialize, Deserializer};
+use std::{net::SocketAddr, time::Duration};
+
+use serde::Deserialize;
+
+use self::load::duration;
+pub use self::load::{ConfigError, parse_duration};
 
 /// The whole configuration, passed down by value; nothing reads it from global state.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -300,200 +305,6 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
         }
-    }
-}
-
-/// A configuration that could not be loaded; the message names the offending key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
-    #[error("configuration key `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
-}
-
-impl Config {
-    /// Defaults, overlaid by `file` (YAML) if given, overlaid by `NATTER__*` variables.
-    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            builder = builder.add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Yaml)
-                    .required(true),
-            );
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix("NATTER")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        );
-        let config: Config = builder.build()?.try_deserialize()?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks the values that parse but make no sense together.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, problem: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                problem: problem.to_owned(),
-            })
-        };
-        if self.heartbeat.interval.is_zero() {
-            return invalid("heartbeat.interval", "must be greater than zero");
-        }
-        if self.heartbeat.timeout <= self.heartbeat.interval {
-            return invalid(
-                "heartbeat.timeout",
-                "must be longer than heartbeat.interval, or every idle client is dropped",
-            );
-        }
-        if self.limits.max_message_size < 256 {
-            return invalid("limits.max_message_size", "must be at least 256 bytes");
-        }
-        if self.limits.outbound_queue == 0 {
-            return invalid("limits.outbound_queue", "must be at least 1");
-        }
-        if self.limits.max_connections == 0 {
-            return invalid("limits.max_connections", "must be at least 1");
-        }
-        if self.limits.max_connections_per_user == 0 {
-            return invalid("limits.max_connections_per_user", "must be at least 1");
-        }
-        if self.limits.handshake_timeout.is_zero() {
-            return invalid("limits.handshake_timeout", "must be greater than zero");
-        }
-        let rate = &self.limits.rate;
-        if !(rate.per_second >= 0.0 && rate.per_second.is_finite()) {
-            return invalid(
-                "limits.rate.per_second",
-                "must be 0 (off) or a positive number",
-            );
-        }
-        if rate.per_second > 0.0 && rate.burst == 0 {
-            return invalid(
-                "limits.rate.burst",
-                "must be at least 1 when the rate limit is on",
-            );
-        }
-        if rate.close_after == 0 {
-            return invalid("limits.rate.close_after", "must be at least 1");
-        }
-        match (self.auth.algorithm, self.auth.public_key_file.is_empty()) {
-            (TokenAlgorithm::HS256, false) => {
-                return invalid(
-                    "auth.public_key_file",
-                    "is for RS256 / ES256; set auth.algorithm, or use auth.secret for HS256",
-                );
-            }
-            (TokenAlgorithm::RS256 | TokenAlgorithm::ES256, true) => {
-                return invalid("auth.public_key_file", "is required for RS256 / ES256");
-            }
-            _ => {}
-        }
-        if !self.server.listen.ip().is_loopback() && !self.auth.token_required() {
-            return invalid(
-                "auth.secret",
-                "is required when server.listen is not a loopback address: without it anybody \
-                 could connect as any user. Set auth.secret (or NATTER__AUTH__SECRET), or listen on \
-                 127.0.0.1 for development",
-            );
-        }
-        match self.storage.backend {
-            StorageBackend::Sqlite if self.storage.path.is_empty() => {
-                return invalid(
-                    "storage.path",
-                    "must name a directory for the SQLite database",
-                );
-            }
-            StorageBackend::Postgres if self.storage.url.is_empty() => {
-                return invalid("storage.url", "is required with storage.backend: postgres");
-            }
-            _ => {}
-        }
-        if !(1..=2000).contains(&self.storage.batch_max) {
-            return invalid("storage.batch_max", "must be between 1 and 2000");
-        }
-        if self.groups.max_members < 2 {
-            return invalid("groups.max_members", "must be at least 2");
-        }
-        if self.groups.max_groups_per_user == 0 {
-            return invalid("groups.max_groups_per_user", "must be at least 1");
-        }
-        if self.cluster.enabled {
-            if self.storage.backend != StorageBackend::Postgres {
-                return invalid(
-                    "cluster.enabled",
-                    "needs storage.backend: postgres (every node must share one store; SQLite \
-                     is a single node's file)",
-                );
-            }
-            if self.cluster.redis_url.is_empty() {
-                return invalid("cluster.redis_url", "is required in cluster mode");
-            }
-            if self.cluster.presence_ttl < Duration::from_millis(300) {
-                return invalid("cluster.presence_ttl", "must be at least 300ms");
-            }
-        }
-        if self.storage.pool_size == 0 {
-            return invalid("storage.pool_size", "must be at least 1");
-        }
-        if self.websocket.read_buffer_size < 128 {
-            return invalid("websocket.read_buffer_size", "must be at least 128 bytes");
-        }
-        if self.websocket.max_write_buffer_size <= self.websocket.write_buffer_size {
-            return invalid(
-                "websocket.max_write_buffer_size",
-                "must be larger than websocket.write_buffer_size",
-            );
-        }
-        Ok(())
-    }
-}
-
-impl AuthConfig {
-    /// Whether connections must present a valid token (otherwise: development mode).
-    pub fn token_required(&self) -> bool {
-        !self.secret.is_empty() || !self.public_key_file.is_empty()
-    }
-}
-
-/// Parses `"30s"`, `"500ms"`, `"5m"`, `"2h"`, `"7d"` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 30s, 500ms, 5m, 2h or 7d"))?;
-    let seconds = |k: u64| Duration::from_secs(n.saturating_mul(k));
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(seconds(1)),
-        "m" => Ok(seconds(60)),
-        "h" => Ok(seconds(3600)),
-        "d" => Ok(seconds(86400)),
-        other => Err(format!(
-            "unknown duration unit `{other}` (use ms, s, m, h or d)"
-        )),
-    }
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Seconds(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Seconds(s) => Ok(Duration::from_secs(s)),
-        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
     }
 }
 
