@@ -1,6 +1,8 @@
 //! Test harness: starts the real server on an ephemeral port and talks to it over real sockets.
 #![allow(dead_code)]
 
+pub mod sqlite;
+
 use std::{net::SocketAddr, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
