@@ -101,9 +101,8 @@ pub struct StorageConfig {
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
     /// Most messages committed in one transaction; the queue in front of the store holds four
-    /// times as many before senders wait. 2000 (the most allowed) by default: with many senders
-    /// each waiting for a few acks, a smaller queue filled up and throughput halved
-    /// (docs/benchmarks.md, 2026-11-27, fifth session).
+    /// times as many before senders wait. The most allowed by default, so that many senders
+    /// each waiting for a few acks never find the queue full.
     pub batch_max: usize,
 }
 

@@ -9,10 +9,9 @@
 //!   move, each user's (or group's) inbox messages become one chunk, and each sender's one sent
 //!   chunk of references into them, so a message is stored once.
 //!
-//! Why chunks: a row per message with its indexes cost SQLite about 2.3 µs of CPU per index
-//! entry, more than the rest of the server's work on a message; a chunk costs a row and one or
-//! two index entries whatever it holds, and moving whole chunks keeps page writes off the
-//! acknowledgement path.
+//! Why chunks: a row per message costs SQLite an index entry per index per message, more CPU
+//! than the rest of the server's work on it; a chunk costs a row and one or two index entries
+//! whatever it holds, and moving whole chunks keeps page writes off the acknowledgement path.
 //!
 //! # Layout
 //!

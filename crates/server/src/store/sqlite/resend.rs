@@ -45,8 +45,8 @@ impl Schema {
 /// each of those reads the receiver's inbox chunk its reference points into.
 ///
 /// A client that leaves create_time at 0 (the tutorial's example) has every message looked up;
-/// one statement per message made such a batch cost ~40 times the CPU of an ordinary one, with
-/// the log connection held, so every other sender waited behind it.
+/// a statement per message would cost such a batch many times an ordinary one's CPU, with the
+/// log connection held, and every other sender would wait behind it.
 pub(super) async fn find_archived(
     log: &mut SqliteConnection,
     lookups: &[&Msg],
