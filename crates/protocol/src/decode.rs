@@ -17,7 +17,14 @@ pub struct DecodeError {
 
 /// Decodes a client's text frame. Never panics, whatever the input.
 pub fn decode_client_msg(text: &str) -> Result<Msg, DecodeError> {
+    // serde also fills a struct from a JSON array, field by field in order: not a message.
+    let is_object = text.trim_start().starts_with('{');
     match serde_json::from_str::<Msg>(text) {
+        Ok(_) if !is_object => Err(DecodeError {
+            reason: ErrorReason::InvalidMsg,
+            detail: "a message is a JSON object".into(),
+            local_id: String::new(),
+        }),
         Ok(msg) if msg.receiver_id.is_empty() => Err(DecodeError {
             reason: ErrorReason::MissingReceiver,
             detail: "receiver_id is empty".into(),
