@@ -223,7 +223,10 @@ async fn flooding_client_is_limited_then_closed_and_others_keep_normal_latency()
     let mut flooder = server.connect("flood", "p").await;
     let mut victim = server.connect("victim", "p").await;
     let mut friend = server.connect("friend", "p").await;
+    // The friend's round trips before the flood: the baseline on this machine, now.
+    let before = round_trips(&mut friend, "before").await;
 
+    let started = std::time::Instant::now();
     let flood = tokio::spawn(async move {
         let mut limited = 0;
         let mut acked = 0;
@@ -249,34 +252,45 @@ async fn flooding_client_is_limited_then_closed_and_others_keep_normal_latency()
         };
         (limited, acked, code)
     });
-    // Meanwhile a normal conversation keeps its latency.
-    let mut worst = Duration::ZERO;
-    for i in 0..50 {
-        let t = std::time::Instant::now();
-        friend.send_msg("friend", &format!("own{i}"), "ping").await;
-        assert_eq!(friend.recv().await.msg_type, msg_type::REC_RESP);
-        worst = worst.max(t.elapsed());
-    }
+    // Meanwhile a normal conversation keeps its latency: its median round trip stays within a
+    // small multiple of the baseline.
+    let during = round_trips(&mut friend, "during").await;
     let (limited, acked, code) = flood.await.unwrap();
+    let flood_time = started.elapsed();
     assert_eq!(code, Some(4005));
     assert!(limited >= 100, "{limited} rate_limited replies");
     assert!(
-        worst < Duration::from_millis(500),
-        "worst round trip {worst:?}"
+        during <= before * 10 + Duration::from_millis(5),
+        "median round trip {during:?} during the flood, {before:?} before"
     );
-    // The victim got only what was accepted: the burst and the trickle after it. (Acks of
-    // accepted messages may be lost with the closed connection; a resend would be deduplicated.)
+    // The victim got only what was accepted: the burst, then at most the refill rate for as
+    // long as the flood lasted. (Acks of accepted messages may be lost with the closed
+    // connection; a resend would be deduplicated.)
     let mut got = 0;
     while let Ok(common::Event::Msg(_)) =
         tokio::time::timeout(Duration::from_millis(500), victim.next_event()).await
     {
         got += 1;
     }
+    let most = 100 + (50.0 * flood_time.as_secs_f64()).ceil() as usize + 1;
     assert!(
-        (100..300).contains(&got),
-        "burst then ~50/s: {got} delivered"
+        (100..=most).contains(&got),
+        "burst of 100 then 50/s for {flood_time:?}: {got} delivered"
     );
     assert!(acked <= got);
+}
+
+/// The median of 30 round trips of a message to oneself (send to ack).
+async fn round_trips(c: &mut common::Client, tag: &str) -> Duration {
+    let mut times = Vec::new();
+    for i in 0..30 {
+        let t = std::time::Instant::now();
+        c.send_msg("friend", &format!("{tag}{i}"), "ping").await;
+        while c.recv().await.msg_type != msg_type::REC_RESP {}
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
 }
 
 #[tokio::test]

@@ -81,13 +81,21 @@ impl TestServer {
         http_get(self.addr, path).await
     }
 
-    /// The value of one metric line (name with labels, exactly as rendered), or 0.
+    /// The value of one metric series (name with labels, exactly as rendered); a series the
+    /// server does not render fails the test.
     pub async fn metric(&self, series: &str) -> f64 {
+        self.metric_if_rendered(series)
+            .await
+            .unwrap_or_else(|| panic!("/metrics has no series {series}"))
+    }
+
+    /// The value of one metric series, or `None` while the server does not render it (a
+    /// labelled counter appears at its first increment).
+    pub async fn metric_if_rendered(&self, series: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics").await;
         body.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
             .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
     }
 }
 
@@ -340,7 +348,9 @@ pub fn pg_admin_url() -> String {
 pub async fn fresh_pg_database() -> String {
     use sqlx::Connection;
     let admin = pg_admin_url();
-    let name = format!("natter_test_{}", unique());
+    // scripts/test names this run's databases with a prefix of its own, and drops them after.
+    let prefix = std::env::var("NATTER_TEST_DB_PREFIX").unwrap_or_else(|_| "natter_test_".into());
+    let name = format!("{prefix}{}", unique());
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("PostgreSQL for tests (set NATTER_TEST_PG_URL; scripts/test starts one)");

@@ -10,10 +10,10 @@ use std::{
 use crate::store::StoreError;
 
 /// How long `open` waits for another process (or a store being dropped) to let go of the files.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+pub(super) const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// Takes `natter.lock` in `dir`, waiting up to [`LOCK_WAIT`] for another holder to let go.
-pub(super) async fn take(dir: &str) -> Result<File, StoreError> {
+/// Takes `natter.lock` in `dir`, waiting up to `wait` for another holder to let go.
+pub(super) async fn take(dir: &str, wait: Duration) -> Result<File, StoreError> {
     let path = Path::new(dir).join("natter.lock");
     let file = File::options()
         .create(true)
@@ -21,7 +21,7 @@ pub(super) async fn take(dir: &str) -> Result<File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::Path(dir.to_owned(), e))?;
-    let deadline = Instant::now() + LOCK_WAIT;
+    let deadline = Instant::now() + wait;
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(file),

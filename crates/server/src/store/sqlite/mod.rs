@@ -121,13 +121,15 @@ impl Hot {
     }
 }
 
-/// What tests change: the limit on the messages waiting in the log, and the compactor's tick
-/// (a test that counts chunks moves the log itself, with `prune(0)`).
+/// What tests change: the limit on the messages waiting in the log, the compactor's tick (a
+/// test that counts chunks moves the log itself, with `prune(0)`), and how long opening waits
+/// for `natter.lock`.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
     pub log_limit: i64,
     pub compact_every: Duration,
+    pub lock_wait: Duration,
 }
 
 impl Default for Tuning {
@@ -135,6 +137,7 @@ impl Default for Tuning {
         Tuning {
             log_limit: LOG_LIMIT,
             compact_every: COMPACT_EVERY,
+            lock_wait: lock::LOCK_WAIT,
         }
     }
 }
@@ -163,7 +166,7 @@ impl SqliteStore {
     #[doc(hidden)]
     pub async fn open_tuned(dir: &str, tuning: Tuning) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Path(dir.to_owned(), e))?;
-        let lock = lock::take(dir).await?;
+        let lock = lock::take(dir, tuning.lock_wait).await?;
         let archive_file = Path::new(dir).join("natter.db");
         let log_file = Path::new(dir).join("natter-log.db");
 
