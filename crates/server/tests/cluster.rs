@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Client, TestServer, cluster_node_config, fresh_pg_database, redis_prefix, redis_url, start,
+    Client, TestServer, cluster_node_config, free_port, fresh_pg_database, own_redis, redis_prefix,
+    redis_url, start,
 };
 use natter_protocol::msg_type;
 use serde_json::json;
@@ -170,43 +171,6 @@ async fn a_stopped_node_leaves_presence_and_the_others_keep_serving() {
     let mut b = connect(&nodes[1], "b", "p").await;
     a.send_msg("b", "1", "still here").await;
     assert_eq!(b.recv().await.content, "still here");
-}
-
-/// A Redis server of this test's own, on a free port, so it can be stopped and started.
-async fn own_redis(port: u16) -> tokio::process::Child {
-    let child = tokio::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--bind",
-            "127.0.0.1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server (scripts/test installs it)");
-    for _ in 0..50 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

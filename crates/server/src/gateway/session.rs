@@ -47,8 +47,10 @@ pub(super) struct Session {
 
 /// Why the session loop ended.
 pub(super) enum Exit {
-    /// The client closed, or the socket failed: nothing more to send.
+    /// The socket ended or failed: nothing more to send.
     Gone,
+    /// The client sent a close frame: the reply is all there is left to send.
+    ClientClosed,
     /// The server closes the connection with this code.
     Close(CloseCode),
 }
@@ -112,6 +114,12 @@ impl Session {
         self.state.metrics.connections.decrement(1.0);
         match exit {
             Exit::Gone => self.state.metrics.disconnected(CloseCode::Normal),
+            Exit::ClientClosed => {
+                self.state.metrics.disconnected(CloseCode::Normal);
+                // The WebSocket layer queued the reply to the client's close frame (its own
+                // code echoed): send it, so the client sees its close handshake complete.
+                let _ = timeout_at(Instant::now() + CLOSE_GRACE, self.socket.flush()).await;
+            }
             Exit::Close(code) => {
                 self.state.metrics.disconnected(code);
                 let frame = CloseFrame {
@@ -186,7 +194,7 @@ impl Session {
                 ErrorReason::BinaryNotSupported,
                 "send messages as JSON text frames",
             ),
-            Message::Close(_) => return Some(Exit::Gone),
+            Message::Close(_) => return Some(Exit::ClientClosed),
             // Pongs to client pings are sent by the WebSocket layer itself.
             Message::Ping(_) | Message::Pong(_) => {}
         }
