@@ -110,6 +110,9 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pub connections: Gauge,
+    /// Redis channels the node's pub/sub connection listens to (cluster mode), counted once
+    /// Redis confirmed each (un)subscription; 0 while that connection is down.
+    pub cluster_channels: Gauge,
     pub connections_opened: Counter,
     pub connections_refused: Counter,
     pub messages_received: Counter,
@@ -174,6 +177,8 @@ impl Metrics {
         Metrics {
             connections: recorder
                 .register_gauge(&Key::from_static_name("natter_connections"), &METADATA),
+            cluster_channels: recorder
+                .register_gauge(&Key::from_static_name("natter_cluster_channels"), &METADATA),
             connections_opened: counter("natter_connections_opened_total", vec![]),
             connections_refused: counter("natter_connections_refused_total", vec![]),
             messages_received: counter("natter_messages_received_total", vec![]),

@@ -80,7 +80,13 @@ impl Server {
                     cluster_config.node_id =
                         crate::ids::message_id(now_millis()).simple().to_string();
                 }
-                let cluster = Cluster::start(&cluster_config, hub.clone(), groups.clone()).await?;
+                let cluster = Cluster::start(
+                    &cluster_config,
+                    hub.clone(),
+                    groups.clone(),
+                    metrics.cluster_channels.clone(),
+                )
+                .await?;
                 delivery.set_cluster(cluster.clone());
                 Some(cluster)
             }

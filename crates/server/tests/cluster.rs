@@ -19,15 +19,36 @@ async fn three_nodes(tag: &str) -> Vec<TestServer> {
     for _ in 0..3 {
         nodes.push(start(cluster_node_config(&pg, &prefix, &redis_url())).await);
     }
-    // Let every node's subscriber connect before clients arrive.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every node's subscriber listens (Redis confirmed its groups channel) before clients come.
+    for node in &nodes {
+        channels_reach(node, 1.0).await;
+    }
     nodes
 }
 
-/// Connects and waits until the node has taken the user's channel.
+/// Waits until Redis has confirmed `want` channels of `node`'s subscriber
+/// (`natter_cluster_channels`): a round trip to Redis, not a guess at how long it takes.
+async fn channels_reach(node: &TestServer, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = node.metric("natter_cluster_channels").await;
+        if now == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node listens to {now} channels, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Connects a user who has no other device on `node`, and waits until the node's subscription
+/// to the user's channel is confirmed.
 async fn connect(node: &TestServer, user: &str, platform: &str) -> Client {
+    let before = node.metric("natter_cluster_channels").await;
     let c = node.connect(user, platform).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    channels_reach(node, before + 1.0).await;
     c
 }
 
@@ -165,8 +186,8 @@ async fn a_stopped_node_leaves_presence_and_the_others_keep_serving() {
     let _carol = connect(&nodes[2], "carol", "tablet").await;
     expect_online(&nodes[0], "carol", true, Duration::from_secs(2)).await;
     nodes[2].shutdown();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    expect_online(&nodes[0], "carol", false, Duration::from_millis(300)).await;
+    // A stopping node takes its devices out of presence as they close.
+    expect_online(&nodes[0], "carol", false, Duration::from_secs(10)).await;
     let mut a = connect(&nodes[0], "a", "p").await;
     let mut b = connect(&nodes[1], "b", "p").await;
     a.send_msg("b", "1", "still here").await;
@@ -182,7 +203,8 @@ async fn redis_restart_loses_no_acknowledged_message() {
     let prefix = redis_prefix("restart");
     let n0 = start(cluster_node_config(&pg, &prefix, &url)).await;
     let n1 = start(cluster_node_config(&pg, &prefix, &url)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    channels_reach(&n0, 1.0).await;
+    channels_reach(&n1, 1.0).await;
     let mut alice = connect(&n0, "alice", "p").await;
     let mut bob = connect(&n1, "bob", "p").await;
     alice.send_msg("bob", "1", "before").await;
@@ -261,9 +283,8 @@ async fn a_killed_node_vanishes_from_presence_within_the_ttl() {
         .unwrap();
     expect_online(&survivor, "dave", true, Duration::from_secs(2)).await;
     child.kill().await.unwrap();
-    // Gone within the presence TTL (900 ms), give or take a refresh.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    expect_online(&survivor, "dave", false, Duration::from_millis(300)).await;
+    // Nobody takes a killed node's devices out of presence: the entries expire (900 ms TTL).
+    expect_online(&survivor, "dave", false, Duration::from_secs(10)).await;
 }
 
 /// Asks `node` whether `user` is online until the answer is `want`, for up to `within`; a
@@ -285,5 +306,166 @@ async fn expect_online(node: &TestServer, user: &str, want: bool, within: Durati
             "{user} online: want {want}, the last answer was {status} {body}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates a group through `node`'s API; returns its id.
+async fn create_group(node: &TestServer, owner: &str, members: &[&str]) -> String {
+    let (status, body) = node
+        .request(
+            "POST",
+            &format!("/api/v1/groups?user_id={owner}"),
+            Some(json!({"name": "x", "members": members})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["group"]["group_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn group_text(group: &str, local_id: &str, content: &str) -> String {
+    json!({"msg_type": 1, "receiver_id": group, "local_id": local_id, "content": content})
+        .to_string()
+}
+
+/// The next group message or direct message `c` receives (notices skipped), as (kind, content).
+async fn next_content(c: &mut Client) -> (i32, String) {
+    loop {
+        let m = c.recv().await;
+        if m.msg_type == msg_type::GROUP || m.msg_type == msg_type::SINGLE {
+            return (m.msg_type, m.content);
+        }
+    }
+}
+
+/// The reason of the next error reply `c` gets.
+async fn next_error(c: &mut Client) -> String {
+    loop {
+        let m = c.recv().await;
+        if m.content_type == natter_protocol::content_type::ERROR {
+            return m.content;
+        }
+    }
+}
+
+/// Every node fans a group message out to its own members from its cache of the group. A
+/// membership change made through one node reaches the others' caches: a removed member on
+/// another node neither receives nor sends any more, an added one does both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_reach_the_caches_of_the_other_nodes() {
+    let nodes = three_nodes("members").await;
+    let group = create_group(&nodes[0], "a", &["b", "c"]).await;
+    let mut a = connect(&nodes[0], "a", "p").await;
+    let mut b = connect(&nodes[1], "b", "p").await;
+    let mut c = connect(&nodes[2], "c", "p").await;
+    let mut d = connect(&nodes[2], "d", "p").await;
+
+    // Nodes 1 and 2 cache the members as they deliver.
+    a.send_text(&group_text(&group, "1", "before")).await;
+    for m in [&mut b, &mut c] {
+        assert_eq!(next_content(m).await, (msg_type::GROUP, "before".into()));
+    }
+
+    // Through node 0: c out, d in.
+    let (status, _) = nodes[0]
+        .request(
+            "DELETE",
+            &format!("/api/v1/groups/{group}/members/c?user_id=a"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = nodes[0]
+        .request(
+            "POST",
+            &format!("/api/v1/groups/{group}/members?user_id=a"),
+            Some(json!({"members": ["d"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    a.send_text(&group_text(&group, "2", "after")).await;
+    // Then a direct message to c through the same publisher: node 2 takes its Redis messages
+    // in order, so c gets the marker first only if the group message did not come to it.
+    a.send_msg("c", "marker", "marker").await;
+    assert_eq!(
+        next_content(&mut b).await,
+        (msg_type::GROUP, "after".into())
+    );
+    assert_eq!(
+        next_content(&mut d).await,
+        (msg_type::GROUP, "after".into())
+    );
+    assert_eq!(
+        next_content(&mut c).await,
+        (msg_type::SINGLE, "marker".into())
+    );
+
+    // c may no longer send to the group; d may.
+    c.send_text(&group_text(&group, "c1", "let me in")).await;
+    assert!(next_error(&mut c).await.starts_with("not_a_member"));
+    d.send_text(&group_text(&group, "d1", "hello")).await;
+    for m in [&mut a, &mut b] {
+        assert_eq!(next_content(m).await, (msg_type::GROUP, "hello".into()));
+    }
+}
+
+/// Two users on two nodes send to each other at once, with read receipts both ways: every
+/// commit locks both users' counters (in one sorted order on every node), so none fails and
+/// every `seq` and `send_seq` is dense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_sends_and_receipts_on_two_nodes_keep_every_sequence_dense() {
+    let nodes = three_nodes("cross").await;
+    let x = connect(&nodes[0], "x", "p").await;
+    let y = connect(&nodes[1], "y", "p").await;
+    let run = |mut me: Client, peer: &'static str| {
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            let mut last_received = String::new();
+            for i in 0..40 {
+                if i % 4 == 3 && !last_received.is_empty() {
+                    me.send_text(
+                        &json!({"msg_type": 23, "receiver_id": peer, "local_id": format!("r{i}"),
+                                "content": last_received})
+                        .to_string(),
+                    )
+                    .await;
+                } else {
+                    me.send_msg(peer, &format!("m{i}"), "crossing").await;
+                }
+                // Read until this frame's ack, keeping what the peer sent meanwhile.
+                loop {
+                    let m = me.recv().await;
+                    assert_ne!(
+                        m.content_type,
+                        natter_protocol::content_type::ERROR,
+                        "{m:?}"
+                    );
+                    if m.msg_type == msg_type::REC_RESP {
+                        acks.push(m);
+                        break;
+                    }
+                    if m.msg_type == msg_type::SINGLE {
+                        last_received = m.server_id;
+                    }
+                }
+            }
+            acks
+        })
+    };
+    let (x_acks, y_acks) = (run(x, "y"), run(y, "x"));
+    let (x_acks, y_acks) = (x_acks.await.unwrap(), y_acks.await.unwrap());
+    for (who, acks) in [("x", &x_acks), ("y", &y_acks)] {
+        let send_seqs: Vec<i64> = acks.iter().map(|m| m.send_seq).collect();
+        assert_eq!(send_seqs, (1..=40).collect::<Vec<_>>(), "{who}'s send_seq");
+        let mut seqs: Vec<i64> = acks.iter().map(|m| m.seq).collect();
+        seqs.sort();
+        assert_eq!(
+            seqs,
+            (1..=40).collect::<Vec<_>>(),
+            "the peer's inbox seq, from {who}"
+        );
     }
 }

@@ -106,6 +106,7 @@ impl Cluster {
         config: &ClusterConfig,
         hub: Arc<Hub>,
         groups: Arc<Groups>,
+        channels: metrics::Gauge,
     ) -> Result<Arc<Cluster>, redis::RedisError> {
         let client = redis::Client::open(config.redis_url.as_str())?;
         let conn = client.get_connection_manager().await?;
@@ -126,6 +127,7 @@ impl Cluster {
             hub.clone(),
             groups,
             subscriptions_rx,
+            channels,
         ));
         tokio::spawn(presence_loop(cluster.clone(), hub));
         tracing::info!(node = %cluster.node, "cluster mode: routing through Redis");

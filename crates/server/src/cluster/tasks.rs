@@ -42,6 +42,7 @@ pub(super) async fn subscribe_loop(
     hub: Arc<Hub>,
     groups: Arc<Groups>,
     mut commands: mpsc::Receiver<Subscription>,
+    gauge: metrics::Gauge,
 ) {
     let mut channels: HashSet<String> = HashSet::new();
     let mut backoff = Duration::from_millis(100);
@@ -72,6 +73,7 @@ pub(super) async fn subscribe_loop(
         if !ok {
             continue;
         }
+        gauge.set(channels.len() as f64);
         backoff = Duration::from_millis(100);
         tracing::info!(channels = channels.len(), "cluster: subscribed");
         loop {
@@ -93,6 +95,7 @@ pub(super) async fn subscribe_loop(
                     if result.is_err() {
                         break;
                     }
+                    gauge.set(channels.len() as f64);
                 }
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
@@ -104,6 +107,7 @@ pub(super) async fn subscribe_loop(
                 }
             }
         }
+        gauge.set(0.0);
         tracing::warn!("cluster: Redis pub/sub connection lost, reconnecting");
     }
 }
