@@ -117,3 +117,129 @@ async fn natter_chat_once_sends_stdin_lines() {
     assert_eq!(next_within(&mut bob).await.content, "hi bob");
     assert_eq!(next_within(&mut bob).await.content, "second line");
 }
+
+/// A TCP relay in front of the server that can swallow the server's replies and cut every
+/// connection it carries, as a flaky mobile network does.
+struct Relay {
+    addr: std::net::SocketAddr,
+    /// While set, what the server sends is read and dropped.
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The connections carried so far (their copy tasks).
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(server: std::net::SocketAddr) -> Relay {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let swallow = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (s, l) = (swallow.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = tokio::net::TcpStream::connect(server).await.unwrap();
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = upstream.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+                });
+                let swallow = s.clone();
+                let down = tokio::spawn(async move {
+                    use std::sync::atomic::Ordering;
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let Ok(n) = server_rx.read(&mut buf).await else {
+                            break;
+                        };
+                        if n == 0 {
+                            break;
+                        }
+                        if !swallow.load(Ordering::Acquire)
+                            && client_tx.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let mut links = l.lock().unwrap();
+                links.push(up);
+                links.push(down);
+            }
+        });
+        Relay {
+            addr,
+            swallow,
+            links,
+        }
+    }
+
+    fn swallow(&self, on: bool) {
+        self.swallow.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Drops every connection carried so far.
+    fn cut(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+/// A user's inbox `seq` as the server has it.
+async fn stored_seq(server: &common::TestServer, user: &str) -> i64 {
+    let (_, body) = server.get(&format!("/api/v1/seq?user_id={user}")).await;
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["seq"]
+        .as_i64()
+        .unwrap()
+}
+
+/// The receiver is offline until the sender's ack; the sender's connection is cut after the
+/// server stored its message and before the ack reached it. The SDK resends with the same
+/// local_id on its new connection, gets the original's ack, and the receiver, connecting later,
+/// gets every message once, by resync alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_lost_with_its_connection_is_recovered_and_nothing_is_stored_twice() {
+    let server = start(test_config()).await;
+    let relay = Relay::start(server.addr).await;
+    let mut alice = Client::connect(Config::new(&ws_base(relay.addr), "alice", "sdk"))
+        .await
+        .unwrap();
+    assert_eq!(alice.send("bob", "first").await.unwrap().seq, 1);
+
+    // The second message is stored, but its ack never reaches alice before the cut.
+    relay.swallow(true);
+    let send = tokio::spawn(async move {
+        let ack = alice.send("bob", "second").await;
+        (alice, ack)
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stored_seq(&server, "bob").await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "never stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!send.is_finished(), "the ack got through");
+    relay.cut();
+    relay.swallow(false);
+
+    let (mut alice, ack) = tokio::time::timeout(Duration::from_secs(10), send)
+        .await
+        .expect("the SDK resent after reconnecting")
+        .unwrap();
+    let ack = ack.unwrap();
+    assert_eq!(ack.seq, 2, "the original's ack, not a second copy");
+    assert_eq!(stored_seq(&server, "bob").await, 2, "stored once");
+
+    // Bob comes online only now: resync gives him both, once, then live delivery goes on.
+    let mut bob = Client::connect(Config::new(&ws_base(server.addr), "bob", "sdk"))
+        .await
+        .unwrap();
+    for (seq, content) in [(1, "first"), (2, "second")] {
+        let m = next_within(&mut bob).await;
+        assert_eq!((m.seq, m.content.as_str()), (seq, content));
+    }
+    alice.send("bob", "third").await.unwrap();
+    let m = next_within(&mut bob).await;
+    assert_eq!((m.seq, m.content.as_str()), (3, "third"));
+}
