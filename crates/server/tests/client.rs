@@ -149,10 +149,7 @@ impl Relay {
                     use std::sync::atomic::Ordering;
                     use tokio::io::AsyncReadExt;
                     let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        let Ok(n) = server_rx.read(&mut buf).await else {
-                            break;
-                        };
+                    while let Ok(n) = server_rx.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
