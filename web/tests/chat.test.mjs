@@ -32,8 +32,12 @@ function startServer(listen, dataDir) {
   });
 }
 
-function stopServer(child) {
-  return new Promise((resolve) => { child.once("exit", resolve); child.kill("SIGTERM"); });
+function stopServer(child, signal = "SIGTERM") {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", resolve);
+    child.kill(signal);
+  });
 }
 
 async function signIn(page, base, user) {
@@ -48,7 +52,7 @@ async function waitStatus(page, text, timeout = 10000) {
   await page.waitForFunction((t) => document.getElementById("status").textContent.startsWith(t), text, { timeout });
 }
 
-test("two users chat in two tabs, through a reload and a server restart", async () => {
+test("two users chat in two tabs, through a reload and a server crash", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "natter-web-"));
   let { child: server, addr } = await startServer("127.0.0.1:0", dataDir);
   const base = "http://" + addr;
@@ -89,16 +93,24 @@ test("two users chat in two tabs, through a reload and a server restart", async 
     await bob.waitForSelector(".msg.mine:has-text('hi alice, how are you?')");
     assert.equal(await bob.locator(".msg").count(), 2, "no duplicates after the reload");
 
-    // The server restarts: both pages reconnect by themselves and fill the gap.
-    await stopServer(server);
+    // The server is killed (SIGKILL: no close frame, nothing flushed): both pages notice.
+    await stopServer(server, "SIGKILL");
     await waitStatus(alice, "reconnecting");
+    await waitStatus(bob, "reconnecting");
+    // Alice writes while she is offline: the page keeps the message and sends it once the
+    // server is back; bob, offline when it was written, gets it when he reconnects.
+    await alice.fill("#text", "written while offline");
+    await alice.press("#text", "Enter");
     ({ child: server } = await startServer(addr, dataDir));
     await waitStatus(alice, "connected", 20000);
     await waitStatus(bob, "connected", 20000);
+    await alice.waitForSelector(".msg.mine:has-text('written while offline') .meta[data-state=delivered], " +
+      ".msg.mine:has-text('written while offline') .meta[data-state=read]");
+    await bob.waitForSelector(".msg:not(.mine):has-text('written while offline')");
     await alice.fill("#text", "back after the restart");
     await alice.press("#text", "Enter");
     await bob.waitForSelector(".msg:not(.mine):has-text('back after the restart')");
-    assert.equal(await bob.locator(".msg").count(), 3);
+    assert.equal(await bob.locator(".msg").count(), 4, "every message once");
   } finally {
     await browser.close();
     await stopServer(server);
