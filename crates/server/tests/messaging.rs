@@ -343,3 +343,68 @@ async fn unknown_paths_and_plain_get_on_the_ws_route_are_http_errors() {
         .unwrap_err();
     assert!(matches!(err, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 400));
 }
+
+/// `/healthz` answers 503 once the node is stopping: a load balancer takes it out of rotation
+/// while its sessions close. (The request was accepted before the stop; its head completes
+/// after.)
+#[tokio::test]
+async fn healthz_answers_503_while_the_node_stops() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut server = start(test_config()).await;
+    let held = server.connect("held", "p").await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200, "serving before the stop");
+    server.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(b"Connection: close\r\n\r\n").await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw)).await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains(r#""status":"shutting_down""#), "{text}");
+    drop(held);
+}
+
+/// A write to a client that stops reading is given `heartbeat.timeout`; past it the server
+/// drops that client (reason `slow_consumer`), even though its queue never overflowed, and
+/// nobody else waits meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_longer_than_the_heartbeat_timeout_drops_the_client() {
+    let mut config = test_config();
+    config.storage.backend = natter::config::StorageBackend::None;
+    config.heartbeat.timeout = Duration::from_millis(500);
+    config.limits.outbound_queue = 100_000;
+    let server = start(config).await;
+    let _sink = common::raw_silent_client(server.addr, "sink", "p").await;
+    let mut flooder = server.connect("flooder", "p").await;
+    let mut friend = server.connect("friend", "p").await;
+    // Far more than the socket buffers hold, far less than the queue: the write blocks.
+    let big = "z".repeat(60 * 1024);
+    for i in 0..300 {
+        flooder.send_msg("sink", &i.to_string(), &big).await;
+        flooder.recv().await;
+    }
+    let series = r#"natter_disconnects_total{reason="slow_consumer"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.metric(series).await < 1.0 {
+        // Meanwhile others are served as usual.
+        friend.send_msg("friend", "ping", "ping").await;
+        assert_eq!(friend.recv().await.msg_type, msg_type::REC_RESP);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the blocked write was never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        server
+            .metric(r#"natter_messages_dropped_total{reason="slow_consumer"}"#)
+            .await,
+        0.0,
+        "dropped for its write, not for a full queue"
+    );
+}
