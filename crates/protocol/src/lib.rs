@@ -11,7 +11,7 @@ mod msg;
 
 pub use codes::{CloseCode, ErrorReason, HttpError};
 pub use decode::{DecodeError, decode_client_msg};
-pub use msg::Msg;
+pub use msg::{Msg, TUTORIAL_EXAMPLE};
 
 /// Values of [`Msg::msg_type`] (sandcat numbering).
 pub mod msg_type {

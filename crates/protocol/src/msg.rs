@@ -170,12 +170,10 @@ fn push_int(out: &mut String, n: i64) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{CloseCode, decode_client_msg};
-
-    const TUTORIAL_EXAMPLE: &str = r#"{
+/// The sandcat tutorial's example message, byte for byte: part of the compatibility contract
+/// (it must keep decoding, and its encoding keeps the tutorial's field order). Tests of every
+/// crate use it.
+pub const TUTORIAL_EXAMPLE: &str = r#"{
     "send_id": "123",
     "receiver_id": "124",
     "local_id": "",
@@ -188,6 +186,11 @@ mod tests {
     "content": "hello world",
     "is_read": false
 }"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CloseCode, decode_client_msg};
 
     #[test]
     fn tutorial_example_decodes_and_round_trips() {

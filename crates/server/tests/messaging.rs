@@ -5,22 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Event, start, test_config};
-use natter_protocol::{content_type, msg_type};
-
-/// The tutorial's example JSON, byte for byte.
-const TUTORIAL_EXAMPLE: &str = r#"{
-    "send_id": "123",
-    "receiver_id": "124",
-    "local_id": "",
-    "server_id": "",
-    "create_time": 0,
-    "send_time": 0,
-    "seq": 0,
-    "msg_type": 0,
-    "content_type": 0,
-    "content": "hello world",
-    "is_read": false
-}"#;
+use natter_protocol::{TUTORIAL_EXAMPLE, content_type, msg_type};
 
 #[tokio::test]
 async fn tutorial_example_is_delivered_and_acked() {
