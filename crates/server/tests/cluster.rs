@@ -3,63 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{
-    Client, TestServer, cluster_node_config, free_port, fresh_pg_database, own_redis, redis_prefix,
-    redis_url, start,
-};
+use common::{Client, cluster::*, groups::*};
 use natter_protocol::msg_type;
 use serde_json::json;
-
-async fn three_nodes(tag: &str) -> Vec<TestServer> {
-    let pg = fresh_pg_database().await;
-    let prefix = redis_prefix(tag);
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(start(cluster_node_config(&pg, &prefix, &redis_url())).await);
-    }
-    // Every node's subscriber listens (Redis confirmed its groups channel) before clients come.
-    for node in &nodes {
-        channels_reach(node, 1.0).await;
-    }
-    nodes
-}
-
-/// Waits until Redis has confirmed `want` channels of `node`'s subscriber
-/// (`natter_cluster_channels`): a round trip to Redis, not a guess at how long it takes.
-async fn channels_reach(node: &TestServer, want: f64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = node.metric("natter_cluster_channels").await;
-        if now == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node listens to {now} channels, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Connects a user who has no other device on `node`, and waits until the node's subscription
-/// to the user's channel is confirmed.
-async fn connect(node: &TestServer, user: &str, platform: &str) -> Client {
-    let before = node.metric("natter_cluster_channels").await;
-    let c = node.connect(user, platform).await;
-    channels_reach(node, before + 1.0).await;
-    c
-}
-
-async fn ack(c: &mut Client, local_id: &str) -> natter_protocol::Msg {
-    loop {
-        let m = c.recv().await;
-        if m.msg_type == msg_type::REC_RESP && m.local_id == local_id {
-            return m;
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_and_multi_device_across_nodes() {
@@ -180,156 +126,6 @@ async fn concurrent_writers_on_three_nodes_never_duplicate_or_skip_a_seq() {
     assert_eq!(live, (1..=150).collect::<Vec<_>>());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_node_leaves_presence_and_the_others_keep_serving() {
-    let mut nodes = three_nodes("down").await;
-    let _carol = connect(&nodes[2], "carol", "tablet").await;
-    expect_online(&nodes[0], "carol", true, Duration::from_secs(2)).await;
-    nodes[2].shutdown();
-    // A stopping node takes its devices out of presence as they close.
-    expect_online(&nodes[0], "carol", false, Duration::from_secs(10)).await;
-    let mut a = connect(&nodes[0], "a", "p").await;
-    let mut b = connect(&nodes[1], "b", "p").await;
-    a.send_msg("b", "1", "still here").await;
-    assert_eq!(b.recv().await.content, "still here");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restart_loses_no_acknowledged_message() {
-    let port = free_port();
-    let mut redis = own_redis(port).await;
-    let url = format!("redis://127.0.0.1:{port}");
-    let pg = fresh_pg_database().await;
-    let prefix = redis_prefix("restart");
-    let n0 = start(cluster_node_config(&pg, &prefix, &url)).await;
-    let n1 = start(cluster_node_config(&pg, &prefix, &url)).await;
-    channels_reach(&n0, 1.0).await;
-    channels_reach(&n1, 1.0).await;
-    let mut alice = connect(&n0, "alice", "p").await;
-    let mut bob = connect(&n1, "bob", "p").await;
-    alice.send_msg("bob", "1", "before").await;
-    assert_eq!(bob.recv().await.content, "before");
-
-    // Redis goes away; alice keeps sending. Her messages are stored and acknowledged.
-    redis.kill().await.unwrap();
-    let _ = redis.wait().await;
-    for i in 2..=4 {
-        alice.send_msg("bob", &i.to_string(), "during").await;
-        assert_eq!(ack(&mut alice, &i.to_string()).await.seq, i);
-    }
-
-    // Redis comes back; the nodes reconnect and resubscribe by themselves.
-    let _redis = own_redis(port).await;
-    let mut delivered = false;
-    for i in 5..40 {
-        alice.send_msg("bob", &i.to_string(), "after").await;
-        ack(&mut alice, &i.to_string()).await;
-        // (A publish queued while Redis was away may still get through once it is back.)
-        if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), bob.recv()).await {
-            assert!(
-                m.content == "after" || m.content == "during",
-                "{}",
-                m.content
-            );
-            delivered = true;
-            break;
-        }
-    }
-    assert!(delivered, "live delivery resumed after Redis came back");
-
-    // Nothing acknowledged was lost: bob's device syncs what the outage kept from it.
-    let url = format!("{}?since_seq=1", n1.url("bob", "tablet"));
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let mut tablet = Client { ws };
-    for seq in 2..=4 {
-        let m = tablet.recv().await;
-        assert_eq!((m.seq, m.content.as_str()), (seq, "during"));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_vanishes_from_presence_within_the_ttl() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let pg = fresh_pg_database().await;
-    let prefix = redis_prefix("kill");
-    let survivor = start(cluster_node_config(&pg, &prefix, &redis_url())).await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("NATTER__STORAGE__BACKEND", "postgres")
-        .env("NATTER__STORAGE__URL", &pg)
-        .env("NATTER__CLUSTER__ENABLED", "true")
-        .env("NATTER__CLUSTER__REDIS_URL", redis_url())
-        .env("NATTER__CLUSTER__KEY_PREFIX", &prefix)
-        .env("NATTER__CLUSTER__PRESENCE_TTL", "900ms")
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the node logs its address");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    let (_dave, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/dave/conn/phone"))
-        .await
-        .unwrap();
-    expect_online(&survivor, "dave", true, Duration::from_secs(2)).await;
-    child.kill().await.unwrap();
-    // Nobody takes a killed node's devices out of presence: the entries expire (900 ms TTL).
-    expect_online(&survivor, "dave", false, Duration::from_secs(10)).await;
-}
-
-/// Asks `node` whether `user` is online until the answer is `want`, for up to `within`; a
-/// lookup that failed (503 `presence_unavailable`: Redis did not answer in time) is asked again.
-async fn expect_online(node: &TestServer, user: &str, want: bool, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let (status, body) = node
-            .get(&format!("/api/v1/users/{user}/online?user_id=x"))
-            .await;
-        let online = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["online"].as_bool());
-        if online == Some(want) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{user} online: want {want}, the last answer was {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Creates a group through `node`'s API; returns its id.
-async fn create_group(node: &TestServer, owner: &str, members: &[&str]) -> String {
-    let (status, body) = node
-        .request(
-            "POST",
-            &format!("/api/v1/groups?user_id={owner}"),
-            Some(json!({"name": "x", "members": members})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    serde_json::from_str::<serde_json::Value>(&body).unwrap()["group"]["group_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn group_text(group: &str, local_id: &str, content: &str) -> String {
-    json!({"msg_type": 1, "receiver_id": group, "local_id": local_id, "content": content})
-        .to_string()
-}
-
 /// The next group message or direct message `c` receives (notices skipped), as (kind, content).
 async fn next_content(c: &mut Client) -> (i32, String) {
     loop {
@@ -363,7 +159,7 @@ async fn membership_changes_reach_the_caches_of_the_other_nodes() {
     let mut d = connect(&nodes[2], "d", "p").await;
 
     // Nodes 1 and 2 cache the members as they deliver.
-    a.send_text(&group_text(&group, "1", "before")).await;
+    a.send_text(&group_msg(&group, "1", "before")).await;
     for m in [&mut b, &mut c] {
         assert_eq!(next_content(m).await, (msg_type::GROUP, "before".into()));
     }
@@ -386,7 +182,7 @@ async fn membership_changes_reach_the_caches_of_the_other_nodes() {
         .await;
     assert_eq!(status, 200, "{body}");
 
-    a.send_text(&group_text(&group, "2", "after")).await;
+    a.send_text(&group_msg(&group, "2", "after")).await;
     // Then a direct message to c through the same publisher: node 2 takes its Redis messages
     // in order, so c gets the marker first only if the group message did not come to it.
     a.send_msg("c", "marker", "marker").await;
@@ -404,9 +200,9 @@ async fn membership_changes_reach_the_caches_of_the_other_nodes() {
     );
 
     // c may no longer send to the group; d may.
-    c.send_text(&group_text(&group, "c1", "let me in")).await;
+    c.send_text(&group_msg(&group, "c1", "let me in")).await;
     assert!(next_error(&mut c).await.starts_with("not_a_member"));
-    d.send_text(&group_text(&group, "d1", "hello")).await;
+    d.send_text(&group_msg(&group, "d1", "hello")).await;
     for m in [&mut a, &mut b] {
         assert_eq!(next_content(m).await, (msg_type::GROUP, "hello".into()));
     }

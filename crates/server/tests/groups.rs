@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Client, TestServer, config_for, start};
+use common::{Backend, config_for, groups::*, start};
 use natter_protocol::{content_type, msg_type};
-use serde_json::{Value, json};
+use serde_json::json;
 
 on_both_stores!(
     membership_rules_are_enforced,
@@ -19,67 +19,6 @@ on_both_stores!(
     limits_are_enforced,
     two_thousand_member_group_delivers_to_every_online_member,
 );
-
-fn json_of(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
-async fn api(
-    server: &TestServer,
-    method: &str,
-    path: &str,
-    user: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let (status, text) = server
-        .request(method, &format!("{path}{sep}user_id={user}"), body)
-        .await;
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        json_of(&text)
-    };
-    (status, value)
-}
-
-async fn create_group(server: &TestServer, owner: &str, members: &[&str]) -> String {
-    let (status, body) = api(
-        server,
-        "POST",
-        "/api/v1/groups",
-        owner,
-        Some(json!({"name": "team", "members": members})),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["group"]["group_id"].as_str().unwrap().to_string()
-}
-
-/// Reads frames until a chat message (msg_type 1) arrives; skips notifications.
-async fn next_group_msg(c: &mut Client) -> natter_protocol::Msg {
-    loop {
-        let m = c.recv().await;
-        if m.msg_type == msg_type::GROUP {
-            return m;
-        }
-    }
-}
-
-/// Reads frames until the ack for `local_id`.
-async fn next_ack(c: &mut Client, local_id: &str) -> natter_protocol::Msg {
-    loop {
-        let m = c.recv().await;
-        if m.msg_type == msg_type::REC_RESP && m.local_id == local_id {
-            return m;
-        }
-    }
-}
-
-fn group_msg(group: &str, local_id: &str, content: &str) -> String {
-    json!({"msg_type": 1, "receiver_id": group, "local_id": local_id, "content": content})
-        .to_string()
-}
 
 async fn membership_rules_are_enforced(backend: Backend) {
     let server = start(config_for(backend).await).await;
