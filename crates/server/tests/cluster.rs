@@ -107,13 +107,18 @@ async fn concurrent_writers_on_three_nodes_never_duplicate_or_skip_a_seq() {
                         seqs.push(m.seq);
                     }
                 }
-                seqs
+                // The client stays connected until every sender is: `connect` counts the
+                // node's channels, which a departure would lower meanwhile.
+                (seqs, c)
             }));
         }
     }
     let mut acked: Vec<i64> = Vec::new();
+    let mut senders = Vec::new();
     for t in tasks {
-        acked.extend(t.await.unwrap());
+        let (seqs, c) = t.await.unwrap();
+        acked.extend(seqs);
+        senders.push(c);
     }
     acked.sort();
     assert_eq!(acked, (1..=150).collect::<Vec<_>>(), "every seq once");
