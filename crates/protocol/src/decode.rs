@@ -3,7 +3,11 @@
 
 use serde::Deserialize;
 
-use crate::{ErrorReason, Msg};
+use crate::{
+    ErrorReason, Msg, content_type,
+    ids::{check_id, check_local_id, check_stored_text},
+    msg_type,
+};
 
 /// A client frame that could not be turned into a [`Msg`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,9 +32,16 @@ pub fn decode_client_msg(text: &str) -> Result<Msg, DecodeError> {
         Ok(msg) if msg.receiver_id.is_empty() => Err(DecodeError {
             reason: ErrorReason::MissingReceiver,
             detail: "receiver_id is empty".into(),
-            local_id: msg.local_id,
+            local_id: echoed(msg.local_id),
         }),
-        Ok(msg) => Ok(msg),
+        Ok(msg) => match check_fields(&msg) {
+            Ok(()) => Ok(msg),
+            Err((reason, detail)) => Err(DecodeError {
+                reason,
+                detail,
+                local_id: echoed(msg.local_id),
+            }),
+        },
         Err(e) => {
             let reason = if e.is_syntax() || e.is_eof() {
                 ErrorReason::InvalidJson
@@ -42,7 +53,7 @@ pub fn decode_client_msg(text: &str) -> Result<Msg, DecodeError> {
             Err(DecodeError {
                 reason,
                 detail: e.to_string(),
-                local_id: recover_local_id(text),
+                local_id: echoed(recover_local_id(text)),
             })
         }
     }
@@ -60,5 +71,41 @@ fn recover_local_id(text: &str) -> String {
             local_id: serde_json::Value::String(s),
         }) => s,
         _ => String::new(),
+    }
+}
+
+/// The checks on a decoded message's fields: what is stored is bounded and storable, and the
+/// values the server keeps for itself are refused.
+fn check_fields(msg: &Msg) -> Result<(), (ErrorReason, String)> {
+    let invalid = |field: &str, why: &str| (ErrorReason::InvalidMsg, format!("{field} {why}"));
+    check_id(&msg.receiver_id).map_err(|why| invalid("receiver_id", why))?;
+    check_local_id(&msg.local_id).map_err(|why| invalid("local_id", why))?;
+    check_stored_text(&msg.content).map_err(|why| invalid("content", why))?;
+    if is_server_msg_type(msg.msg_type) {
+        return Err((
+            ErrorReason::UnsupportedMsgType,
+            format!("msg_type {} is sent by the server only", msg.msg_type),
+        ));
+    }
+    if msg.content_type == content_type::ERROR {
+        return Err(invalid(
+            "content_type",
+            "2 marks the server's error replies",
+        ));
+    }
+    Ok(())
+}
+
+/// `msg_type` values only the server sends: group notices and acks.
+fn is_server_msg_type(t: i32) -> bool {
+    (msg_type::GROUP_CREATED..=msg_type::GROUP_ROLE_CHANGED).contains(&t) || t == msg_type::REC_RESP
+}
+
+/// The `local_id` an error reply may carry back: the client's, if it is a valid one.
+fn echoed(local_id: String) -> String {
+    if check_local_id(&local_id).is_ok() {
+        local_id
+    } else {
+        String::new()
     }
 }

@@ -7,6 +7,7 @@
 
 mod codes;
 mod decode;
+pub mod ids;
 mod msg;
 
 pub use codes::{CloseCode, ErrorReason, HttpError};

@@ -69,11 +69,16 @@ fn value_for(k: Kind) -> BoxedStrategy<Value> {
 /// A value of the type a field of kind `k` takes (out of range for `Int32` at times).
 fn right_value(k: Kind) -> BoxedStrategy<Value> {
     match k {
-        Kind::Text => prop_oneof![Just(String::new()), ".{0,16}"]
-            .prop_map(Value::String)
-            .boxed(),
+        Kind::Text => prop_oneof![
+            Just(String::new()),
+            ".{0,16}",
+            "[a-z]{120,136}",
+            Just("a\u{0}b".to_string())
+        ]
+        .prop_map(Value::String)
+        .boxed(),
         Kind::Int64 => any::<i64>().prop_map(Value::from).boxed(),
-        Kind::Int32 => prop_oneof![any::<i32>().prop_map(i64::from), any::<i64>()]
+        Kind::Int32 => prop_oneof![0..30i64, any::<i32>().prop_map(i64::from), any::<i64>()]
             .prop_map(Value::from)
             .boxed(),
         Kind::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
@@ -153,10 +158,22 @@ fn expected(members: &[(String, Value)]) -> Result<Msg, ErrorReason> {
     if msg.receiver_id.is_empty() {
         return Err(ErrorReason::MissingReceiver);
     }
+    // What is stored is bounded and storable; what the server keeps for itself is refused.
+    let id_ok = |s: &str| s.len() <= 128 && !s.chars().any(char::is_control);
+    if !id_ok(&msg.receiver_id) || !id_ok(&msg.local_id) || msg.content.contains('\0') {
+        return Err(ErrorReason::InvalidMsg);
+    }
+    if (2..=10).contains(&msg.msg_type) || msg.msg_type == 24 {
+        return Err(ErrorReason::UnsupportedMsgType);
+    }
+    if msg.content_type == 2 {
+        return Err(ErrorReason::InvalidMsg);
+    }
     Ok(msg)
 }
 
-/// The `local_id` an error reply carries: the frame's, when it has exactly one and it is text.
+/// The `local_id` an error reply carries: the frame's, when it has exactly one, it is text,
+/// and it is a valid local_id (at most 128 bytes, no control characters).
 fn expected_local_id(members: &[(String, Value)]) -> String {
     let ids: Vec<&Value> = members
         .iter()
@@ -164,7 +181,7 @@ fn expected_local_id(members: &[(String, Value)]) -> String {
         .map(|(_, v)| v)
         .collect();
     match ids.as_slice() {
-        [Value::String(s)] => s.clone(),
+        [Value::String(s)] if s.len() <= 128 && !s.chars().any(char::is_control) => s.clone(),
         _ => String::new(),
     }
 }

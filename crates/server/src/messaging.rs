@@ -70,13 +70,8 @@ impl Messaging {
     /// Accepts `msg` from `origin`. On success the message is on its way and the ack will reach
     /// the sending connection; on refusal nothing was delivered.
     pub async fn accept(&self, origin: Origin<'_>, mut msg: Msg) -> Result<(), Refusal> {
+        // Field checks (ids, reserved values) were made when the frame was decoded.
         match msg.msg_type {
-            msg_type::REC_RESP => {
-                return Err(Refusal::new(
-                    ErrorReason::UnsupportedMsgType,
-                    "msg_type 24 is sent by the server only",
-                ));
-            }
             msg_type::GROUP if !is_group_id(&msg.receiver_id) => {
                 return Err(Refusal::new(
                     ErrorReason::UnsupportedMsgType,

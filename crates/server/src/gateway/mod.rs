@@ -18,7 +18,10 @@ use axum::{
     http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
-use natter_protocol::HttpError;
+use natter_protocol::{
+    HttpError,
+    ids::{check_id, check_user_id},
+};
 
 use crate::{
     auth::{self},
@@ -28,8 +31,6 @@ use crate::{
 
 use self::{replay::Replay, session::Session};
 
-/// Longest user or platform id accepted in the URL, in bytes.
-pub const MAX_ID_LEN: usize = 128;
 /// How long a closing connection gets to take its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -52,15 +53,11 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if natter_protocol::is_group_id(&user) {
-        let detail = "user ids may not start with g_ (group ids do)";
-        return refuse(&state, HttpError::InvalidId, detail);
-    }
-    for id in [&user, &platform] {
-        if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
-            let detail = format!("ids are at most {MAX_ID_LEN} bytes, no control characters");
-            return refuse(&state, HttpError::InvalidId, &detail);
-        }
+    let ids = check_user_id(&user)
+        .map_err(|why| format!("user id {why}"))
+        .and_then(|()| check_id(&platform).map_err(|why| format!("platform id {why}")));
+    if let Err(detail) = ids {
+        return refuse(&state, HttpError::InvalidId, &detail);
     }
     if let Some(origin) = header(&headers, header::ORIGIN) {
         let host = header(&headers, header::HOST);

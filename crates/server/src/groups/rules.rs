@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use natter_protocol::{GROUP_PREFIX, is_group_id, msg_type};
+use natter_protocol::{GROUP_PREFIX, ids::check_user_id, msg_type};
 
 use super::{GroupError, Groups, Members, Notice};
 use crate::{
@@ -233,14 +233,8 @@ pub(super) fn validate_name(name: &str) -> Result<(), GroupError> {
 }
 
 pub(super) fn validate_user(user: &str) -> Result<(), GroupError> {
-    if user.is_empty()
-        || user.len() > 128
-        || is_group_id(user)
-        || user.chars().any(char::is_control)
-    {
-        return Err(GroupError::Invalid(format!(
-            "`{user}` is not a valid user id"
-        )));
-    }
-    Ok(())
+    check_user_id(user).map_err(|why| {
+        let shown: String = user.chars().take(40).collect();
+        GroupError::Invalid(format!("user id `{shown}` {why}"))
+    })
 }

@@ -11,7 +11,7 @@ use natter_protocol::HttpError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, groups};
+use super::{ApiError, Caller, groups, valid_id, valid_user};
 use crate::{
     groups::{GroupError, Notice},
     query::query_param,
@@ -111,6 +111,7 @@ async fn show(
     who: Caller,
     Path(group_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    valid_id(&group_id, "group id")?;
     let (user, groups) = (who.user, groups(&state)?);
     groups.membership(&group_id, &user).await?;
     let store = groups.store();
@@ -135,6 +136,7 @@ async fn rename(
     Path(group_id): Path<String>,
     json: Result<Json<Rename>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    valid_id(&group_id, "group id")?;
     let (user, groups) = (who.user, groups(&state)?);
     let req = body(json)?;
     let notice = groups.rename(&group_id, &user, &req.name).await?;
@@ -148,6 +150,7 @@ async fn dissolve(
     who: Caller,
     Path(group_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    valid_id(&group_id, "group id")?;
     let (user, groups) = (who.user, groups(&state)?);
     let notice = groups.dissolve(&group_id, &user).await?;
     announce(&state, notice).await;
@@ -167,6 +170,7 @@ async fn add(
     Path(group_id): Path<String>,
     json: Result<Json<AddMembers>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    valid_id(&group_id, "group id")?;
     let (user, groups) = (who.user, groups(&state)?);
     let req = body(json)?;
     let (added, notice) = groups.add(&group_id, &user, &req.members).await?;
@@ -183,6 +187,8 @@ async fn remove(
     who: Caller,
     Path((group_id, member)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    valid_id(&group_id, "group id")?;
+    valid_user(&member, "user id")?;
     let (user, groups) = (who.user, groups(&state)?);
     let notice = groups.remove(&group_id, &user, &member).await?;
     announce(&state, notice).await;
@@ -202,6 +208,8 @@ async fn set_role(
     Path((group_id, member)): Path<(String, String)>,
     json: Result<Json<SetRole>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    valid_id(&group_id, "group id")?;
+    valid_user(&member, "user id")?;
     let (user, groups) = (who.user, groups(&state)?);
     let req = body(json)?;
     let notice = groups.set_role(&group_id, &user, &member, req.role).await?;
@@ -217,6 +225,7 @@ async fn messages(
     Path(group_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    valid_id(&group_id, "group id")?;
     let (user, groups) = (who.user, groups(&state)?);
     let (members, _) = groups.membership(&group_id, &user).await?;
     let q = query.as_deref();

@@ -10,7 +10,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use natter_protocol::HttpError;
+use natter_protocol::{
+    HttpError,
+    ids::{check_id, check_user_id},
+};
 use serde_json::json;
 
 mod groups;
@@ -46,6 +49,7 @@ async fn online(
     _: Caller,
     Path(user): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    valid_user(&user, "user id")?;
     let platforms = match &state.cluster {
         Some(cluster) => cluster.online(&user).await.map_err(|e| {
             tracing::warn!(error = %e, "presence lookup failed");
@@ -115,10 +119,21 @@ impl FromRequestParts<AppState> for Caller {
             .auth
             .identify(token, query_param(query, "user_id"))
             .map_err(|e| ApiError::new(e.reason(), e.detail()))?;
+        valid_user(&identity.user, "the caller's user id")?;
         Ok(Caller {
             user: identity.user,
         })
     }
+}
+
+/// `invalid_id` unless `id` is a valid user id (natter_protocol::ids).
+pub(crate) fn valid_user(id: &str, what: &str) -> Result<(), ApiError> {
+    check_user_id(id).map_err(|why| ApiError::new(HttpError::InvalidId, format!("{what} {why}")))
+}
+
+/// `invalid_id` unless `id` is a valid id (a group's, say).
+pub(crate) fn valid_id(id: &str, what: &str) -> Result<(), ApiError> {
+    check_id(id).map_err(|why| ApiError::new(HttpError::InvalidId, format!("{what} {why}")))
 }
 
 /// The store, or `storage_disabled` when the server stores nothing.

@@ -1,0 +1,114 @@
+//! Input is checked in one place (natter_protocol::ids and the frame decoder) and a bad message
+//! is refused alone: on both stores, a sender of unstorable or reserved values gets error
+//! replies while a bystander's messages, committed in the same batches, are all stored.
+
+#[macro_use]
+mod common;
+
+use common::{Backend, Client, config_for, start};
+use natter_protocol::{content_type, msg_type};
+use serde_json::json;
+
+on_both_stores!(bad_fields_are_refused_alone_and_bystanders_are_unaffected);
+
+/// Every reply of `c` up to and including the ack or error for `local_id`s, keyed by local_id.
+async fn replies(c: &mut Client, n: usize) -> Vec<natter_protocol::Msg> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = c.recv().await;
+        if m.msg_type == msg_type::REC_RESP {
+            out.push(m);
+        }
+    }
+    out
+}
+
+async fn bad_fields_are_refused_alone_and_bystanders_are_unaffected(backend: Backend) {
+    let server = start(config_for(backend).await).await;
+    let mut bad = server.connect("mallory", "p").await;
+    let mut good = server.connect("alice", "p").await;
+    let mut bob = server.connect("bob", "p").await;
+
+    let long_id = "r".repeat(8 * 1024);
+    let frames = [
+        (
+            json!({"receiver_id": "bob", "local_id": "nul", "content": "a\u{0}b"}),
+            "invalid_msg",
+        ),
+        (
+            json!({"receiver_id": long_id, "local_id": "long"}),
+            "invalid_msg",
+        ),
+        (
+            json!({"receiver_id": "bo\u{7}b", "local_id": "ctl"}),
+            "invalid_msg",
+        ),
+        (
+            json!({"receiver_id": "bob", "local_id": "l".repeat(200)}),
+            "invalid_msg",
+        ),
+        (
+            json!({"receiver_id": "bob", "local_id": "ct2", "content_type": 2}),
+            "invalid_msg",
+        ),
+        (
+            json!({"receiver_id": "bob", "local_id": "notice", "msg_type": 3}),
+            "unsupported_msg_type",
+        ),
+        (
+            json!({"receiver_id": "bob", "local_id": "ack", "msg_type": 24}),
+            "unsupported_msg_type",
+        ),
+    ];
+    // The bystander's messages and the bad ones, interleaved, so they share commit batches.
+    for (i, (frame, _)) in frames.iter().enumerate() {
+        bad.send_text(&frame.to_string()).await;
+        for j in 0..5 {
+            good.send_msg("bob", &format!("g{i}-{j}"), "fine").await;
+        }
+    }
+    let errors = replies(&mut bad, frames.len()).await;
+    for (reply, (frame, reason)) in errors.iter().zip(&frames) {
+        assert_eq!(reply.content_type, content_type::ERROR, "{frame}");
+        assert!(
+            reply.content.starts_with(reason),
+            "{frame}: {}",
+            reply.content
+        );
+    }
+    let acks = replies(&mut good, frames.len() * 5).await;
+    let seqs: Vec<i64> = acks.iter().map(|a| a.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=35).collect::<Vec<_>>(),
+        "every bystander message stored"
+    );
+    for seq in 1..=35 {
+        let m = bob.recv().await;
+        assert_eq!((m.seq, m.send_id.as_str()), (seq, "alice"));
+    }
+    // Nothing of mallory's was stored: bob's inbox holds alice's messages only.
+    let (_, body) = server.get("/api/v1/seq?user_id=mallory").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["send_seq"],
+        0
+    );
+}
+
+/// The HTTP API checks the ids it is given by the same rules.
+#[tokio::test]
+async fn the_http_api_refuses_invalid_ids() {
+    let server = start(common::test_config()).await;
+    let long = "u".repeat(200);
+    for path in [
+        format!("/api/v1/users/{long}/online?user_id=a"),
+        "/api/v1/users/g_team/online?user_id=a".to_string(),
+        "/api/v1/seq?user_id=g_team".to_string(),
+        format!("/api/v1/seq?user_id={long}"),
+        format!("/api/v1/groups/{long}?user_id=a"),
+    ] {
+        let (status, body) = server.get(&path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("invalid_id"), "{path}: {body}");
+    }
+}
