@@ -112,3 +112,49 @@ async fn the_http_api_refuses_invalid_ids() {
         assert!(body.contains("invalid_id"), "{path}: {body}");
     }
 }
+
+/// A member list longer than a group may be is refused before any work on it (its first id,
+/// invalid, is never looked at), and a notice names a bounded number of users.
+#[tokio::test]
+async fn group_sizes_are_checked_first_and_notices_stay_small() {
+    let mut config = common::test_config();
+    config.groups.max_members = 1000;
+    let server = start(config).await;
+    let mut ids: Vec<String> = vec!["g_not_a_user".into()];
+    ids.extend((0..150_000).map(|i| format!("u{i}")));
+    let (status, body) = server
+        .request(
+            "POST",
+            "/api/v1/groups?user_id=o",
+            Some(json!({"name": "huge", "members": ids})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("group_full"), "{body}");
+
+    // 999 members (and the owner): the "created" notice names the first 100 and counts all.
+    let members: Vec<String> = (0..999).map(|i| format!("m{i}")).collect();
+    let mut owner = server.connect("o", "p").await;
+    let (status, body) = server
+        .request(
+            "POST",
+            "/api/v1/groups?user_id=o",
+            Some(json!({"name": "big", "members": members})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let notice = loop {
+        let m = owner.recv().await;
+        if m.msg_type == msg_type::GROUP_CREATED {
+            break m;
+        }
+    };
+    let content: serde_json::Value = serde_json::from_str(&notice.content).unwrap();
+    assert_eq!(content["count"], 1000);
+    assert_eq!(content["users"].as_array().unwrap().len(), 100);
+    assert!(
+        notice.content.len() < 4096,
+        "{} bytes",
+        notice.content.len()
+    );
+}

@@ -28,14 +28,12 @@ impl Groups {
         name: &str,
         members: &[String],
     ) -> Result<(Group, Vec<Member>, Notice), GroupError> {
-        validate_name(name)?;
-        let mut all: Vec<String> = vec![owner.to_owned()];
-        for m in members {
-            validate_user(m)?;
-            if !all.contains(m) {
-                all.push(m.clone());
-            }
+        // The size first: no work proportional to an oversized list.
+        if members.len() > self.config.max_members {
+            return Err(GroupError::Full(self.config.max_members));
         }
+        validate_name(name)?;
+        let all = distinct(std::iter::once(owner).chain(members.iter().map(String::as_str)))?;
         if all.len() > self.config.max_members {
             return Err(GroupError::Full(self.config.max_members));
         }
@@ -81,13 +79,12 @@ impl Groups {
         if !role.manages() {
             return Err(GroupError::Forbidden);
         }
-        for u in users {
-            validate_user(u)?;
+        if users.len() > self.config.max_members {
+            return Err(GroupError::Full(self.config.max_members));
         }
-        let new: Vec<String> = users
-            .iter()
+        let new: Vec<String> = distinct(users.iter().map(String::as_str))?
+            .into_iter()
             .filter(|u| members.role(u).is_none())
-            .cloned()
             .collect();
         if members.len() + new.len() > self.config.max_members {
             return Err(GroupError::Full(self.config.max_members));
@@ -223,6 +220,19 @@ impl Groups {
         self.lock().remove(group_id);
         Ok(notice)
     }
+}
+
+/// The valid, distinct user ids of `users`, in their order: linear in the input.
+fn distinct<'a>(users: impl Iterator<Item = &'a str>) -> Result<Vec<String>, GroupError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for user in users {
+        validate_user(user)?;
+        if seen.insert(user) {
+            out.push(user.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn validate_name(name: &str) -> Result<(), GroupError> {
