@@ -69,6 +69,8 @@ pub enum HttpError {
     TokenMalformed,
     /// `exp` has passed.
     TokenExpired,
+    /// `nbf` has not come yet.
+    TokenNotYetValid,
     /// Signed with another key.
     TokenBadSignature,
     /// `iss` is not the configured issuer.
@@ -81,6 +83,8 @@ pub enum HttpError {
     TokenPlatformMismatch,
     /// A browser `Origin` the server does not allow.
     OriginForbidden,
+    /// A request through a reverse proxy to a server in development mode (no tokens).
+    DevelopmentBehindProxy,
     /// The caller is not a member of the group.
     NotAMember,
     /// Only the group's owner or an admin may do this.
@@ -106,19 +110,21 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    pub const ALL: [HttpError; 23] = [
+    pub const ALL: [HttpError; 25] = [
         HttpError::InvalidId,
         HttpError::InvalidQuery,
         HttpError::InvalidRequest,
         HttpError::TokenMissing,
         HttpError::TokenMalformed,
         HttpError::TokenExpired,
+        HttpError::TokenNotYetValid,
         HttpError::TokenBadSignature,
         HttpError::TokenBadIssuer,
         HttpError::TokenBadAudience,
         HttpError::TokenUserMismatch,
         HttpError::TokenPlatformMismatch,
         HttpError::OriginForbidden,
+        HttpError::DevelopmentBehindProxy,
         HttpError::NotAMember,
         HttpError::Forbidden,
         HttpError::GroupNotFound,
@@ -140,12 +146,14 @@ impl HttpError {
             HttpError::TokenMissing => "token_missing",
             HttpError::TokenMalformed => "token_malformed",
             HttpError::TokenExpired => "token_expired",
+            HttpError::TokenNotYetValid => "token_not_yet_valid",
             HttpError::TokenBadSignature => "token_bad_signature",
             HttpError::TokenBadIssuer => "token_bad_issuer",
             HttpError::TokenBadAudience => "token_bad_audience",
             HttpError::TokenUserMismatch => "token_user_mismatch",
             HttpError::TokenPlatformMismatch => "token_platform_mismatch",
             HttpError::OriginForbidden => "origin_forbidden",
+            HttpError::DevelopmentBehindProxy => "development_mode_behind_proxy",
             HttpError::NotAMember => "not_a_member",
             HttpError::Forbidden => "forbidden",
             HttpError::GroupNotFound => "group_not_found",
@@ -167,12 +175,16 @@ impl HttpError {
             HttpError::TokenMissing
             | HttpError::TokenMalformed
             | HttpError::TokenExpired
+            | HttpError::TokenNotYetValid
             | HttpError::TokenBadSignature
             | HttpError::TokenBadIssuer
             | HttpError::TokenBadAudience
             | HttpError::TokenUserMismatch
             | HttpError::TokenPlatformMismatch => 401,
-            HttpError::OriginForbidden | HttpError::NotAMember | HttpError::Forbidden => 403,
+            HttpError::OriginForbidden
+            | HttpError::DevelopmentBehindProxy
+            | HttpError::NotAMember
+            | HttpError::Forbidden => 403,
             HttpError::GroupNotFound | HttpError::StorageDisabled => 404,
             HttpError::GroupFull | HttpError::TooManyGroups => 409,
             HttpError::UserConnectionLimit => 429,

@@ -9,7 +9,7 @@ use common::{connect_with, mint, secret_config, start, test_config};
 use natter_protocol::{content_type, msg_type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SECRET: &str = "test-secret-0123456789";
+const SECRET: &str = "auth-test-secret-of-thirty-two-b";
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn refused(result: Result<impl Sized, (u16, String)>) -> (u16, String) {
@@ -52,7 +52,12 @@ async fn tokens_in_query_header_or_subprotocol_are_accepted() {
 async fn bad_tokens_are_refused_with_401_and_a_reason() {
     let config = secret_config(SECRET);
     let good_for_alice = mint(&config, "alice", Some("phone"), HOUR);
-    let forged = mint(&secret_config("another-secret"), "alice", None, HOUR);
+    let forged = mint(
+        &secret_config("another-secret-of-thirty-two-byt"),
+        "alice",
+        None,
+        HOUR,
+    );
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &serde_json::json!({"sub": "alice", "exp": natter::clock::now_secs() - 3600}),
@@ -352,4 +357,43 @@ async fn slow_loris_is_cut_off_after_the_handshake_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3));
     // A well-behaved client is unaffected.
     let _ok = server.connect("u", "p").await;
+}
+
+/// Safe defaults: a short HS256 secret is refused at start, naming the key; a non-ASCII Origin
+/// matches nothing; a token's `aud` may be an array.
+#[tokio::test]
+async fn short_secrets_unreadable_origins_and_audience_arrays() {
+    let mut short = test_config();
+    short.auth.secret = "x".repeat(31);
+    let err = natter::Server::bind(short.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("auth.secret"), "{err}");
+    assert!(
+        short
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.secret")
+    );
+
+    let mut config = secret_config(SECRET);
+    config.auth.audience = "natter".into();
+    config.auth.allowed_origins = vec!["https://app.example".into()];
+    let server = start(config).await;
+    let claims = serde_json::json!({
+        "sub": "alice", "exp": natter::clock::now_secs() + 600, "aud": ["billing", "natter"],
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let url = format!("{}?token={token}", server.url("alice", "p"));
+    assert!(connect_with(&url, &[]).await.is_ok(), "aud array naming us");
+    let (status, body) = refused(connect_with(&url, &[("origin", "https://äpp.example")]).await);
+    assert_eq!(status, 403);
+    assert!(body.contains("origin_forbidden"), "{body}");
 }

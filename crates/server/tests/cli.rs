@@ -222,7 +222,7 @@ async fn refuses_to_listen_publicly_without_a_secret() {
 async fn token_command_mints_a_token_the_server_accepts() {
     let out = natter()
         .args(["token", "alice", "--platform", "phone", "--ttl", "10m"])
-        .env("NATTER__AUTH__SECRET", "cli-secret")
+        .env("NATTER__AUTH__SECRET", "cli-secret-of-at-least-32-bytes!")
         .output()
         .await
         .unwrap();
@@ -233,7 +233,7 @@ async fn token_command_mints_a_token_the_server_accepts() {
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let mut config = natter::Config::default();
-    config.auth.secret = "cli-secret".into();
+    config.auth.secret = "cli-secret-of-at-least-32-bytes!".into();
     let auth = natter::auth::Auth::new(&config.auth).unwrap();
     let id = auth.verify(Some(&token), "alice", "phone").unwrap();
     let exp = id.expires_at.unwrap();

@@ -11,7 +11,7 @@ use common::{
     Backend, TestServer, connect_with, groups::create_group, http_request_with, mint,
     secret_config, start, test_config,
 };
-use natter::{Config, config::StorageBackend};
+use natter::{Config, clock::now_secs, config::StorageBackend};
 use natter_protocol::HttpError;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,6 +105,18 @@ async fn provoke_http(error: HttpError) -> (u16, String) {
             )
             .await
         }
+        HttpError::TokenNotYetValid => {
+            let server = start(token_config()).await;
+            let claims =
+                json!({"sub": "alice", "exp": now_secs() + 7200, "nbf": now_secs() + 3600});
+            let early = jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap();
+            upgrade(&format!("{}?token={early}", server.url("alice", "p")), &[]).await
+        }
         HttpError::TokenBadSignature => {
             let server = start(token_config()).await;
             let forged = token_of(|c| c.auth.secret = "x".repeat(32), "alice", HOUR);
@@ -143,6 +155,11 @@ async fn provoke_http(error: HttpError) -> (u16, String) {
             let server = start(test_config()).await;
             let origin = [("origin", "https://evil.example")];
             upgrade(&server.url("alice", "p"), &origin).await
+        }
+        HttpError::DevelopmentBehindProxy => {
+            let server = start(test_config()).await;
+            let proxied = [("x-forwarded-for", "203.0.113.7")];
+            upgrade(&server.url("alice", "p"), &proxied).await
         }
         HttpError::NotAMember => {
             let server = start(test_config()).await;

@@ -26,7 +26,10 @@ fn load_with_secret(text: &str) -> natter::Config {
     let dir = std::env::temp_dir().join(format!("natter-prod-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let with_secret = dir.join("with-secret.yaml");
-    let text = text.replace("auth:\n", "auth:\n  secret: \"s\"\n");
+    let text = text.replace(
+        "auth:\n",
+        "auth:\n  secret: \"example-secret-of-thirty-two-byt\"\n",
+    );
     std::fs::write(&with_secret, text).unwrap();
     natter::Config::load(Some(&with_secret)).unwrap()
 }

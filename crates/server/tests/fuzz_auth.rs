@@ -80,16 +80,30 @@ impl Token {
         let Some(exp) = claim("exp").and_then(Value::as_u64) else {
             return Err(AuthError::Malformed);
         };
+        // `aud` is one audience or an array of them.
+        let audience_or_absent = claim("aud").is_none_or(|v| {
+            v.is_string()
+                || v.is_null()
+                || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        });
         if !claim("sub").is_some_and(Value::is_string)
             || !number_or_absent("iat")
+            // nbf is checked, so it is a number when present (null is not "absent" here).
+            || !claim("nbf").is_none_or(Value::is_u64)
             || !text_or_absent("iss")
-            || !text_or_absent("aud")
+            || !audience_or_absent
             || !text_or_absent("platform")
         {
             return Err(AuthError::Malformed);
         }
         if exp + LEEWAY < now {
             return Err(AuthError::Expired);
+        }
+        if claim("nbf")
+            .and_then(Value::as_u64)
+            .is_some_and(|nbf| nbf > now + LEEWAY)
+        {
+            return Err(AuthError::NotYetValid);
         }
         if claim("sub").and_then(Value::as_str) != Some("u") {
             return Err(AuthError::UserMismatch);
@@ -151,11 +165,16 @@ fn token() -> impl Strategy<Value = Token> {
         sub,
         exp,
         optional(vec![json!("p"), json!("q")]),
-        optional(vec![json!("x")]),
+        optional(vec![json!("x"), json!(["x", "y"]), json!([])]),
         optional(vec![json!(now)]),
+        optional(vec![
+            json!(now - 10),
+            json!(now + 3600),
+            json!(now + LEEWAY / 2),
+        ]),
         signer,
     )
-        .prop_map(|(alg, sub, exp, platform, aud, iat, signer)| {
+        .prop_map(|(alg, sub, exp, platform, aud, iat, nbf, signer)| {
             let mut claims = serde_json::Map::new();
             for (name, value) in [
                 ("sub", sub),
@@ -163,6 +182,7 @@ fn token() -> impl Strategy<Value = Token> {
                 ("platform", platform),
                 ("aud", aud),
                 ("iat", iat),
+                ("nbf", nbf),
             ] {
                 if let Some(value) = value {
                     claims.insert(name.into(), value);

@@ -18,6 +18,18 @@ use serde::{Deserialize, Serialize};
 pub use self::transport::{BEARER_PROTOCOL_PREFIX, PROTOCOL, origin_allowed, token_from_request};
 use crate::config::{AuthConfig, TokenAlgorithm};
 
+/// A token's `aud`: one audience, or several (RFC 7519 allows both).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The shortest HS256 secret accepted: 32 bytes (256 bits, the size of the HMAC's output;
+/// RFC 7518 section 3.2 requires at least that).
+pub const MIN_SECRET_LEN: usize = 32;
+
 /// The claims Natter reads and writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -28,7 +40,10 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+    /// Not before (Unix seconds): checked, with the leeway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Binds the token to one platform id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
@@ -49,6 +64,7 @@ pub enum AuthError {
     Missing,
     Malformed,
     Expired,
+    NotYetValid,
     BadSignature,
     BadIssuer,
     BadAudience,
@@ -63,6 +79,7 @@ impl AuthError {
             AuthError::Missing => HttpError::TokenMissing,
             AuthError::Malformed => HttpError::TokenMalformed,
             AuthError::Expired => HttpError::TokenExpired,
+            AuthError::NotYetValid => HttpError::TokenNotYetValid,
             AuthError::BadSignature => HttpError::TokenBadSignature,
             AuthError::BadIssuer => HttpError::TokenBadIssuer,
             AuthError::BadAudience => HttpError::TokenBadAudience,
@@ -78,6 +95,7 @@ impl AuthError {
             }
             AuthError::Malformed => "the token is not a well-formed JWT for this server",
             AuthError::Expired => "the token has expired",
+            AuthError::NotYetValid => "the token's nbf has not come yet",
             AuthError::BadSignature => "the token's signature does not verify",
             AuthError::BadIssuer => "the token's iss is not the configured issuer",
             AuthError::BadAudience => "the token's aud does not include the configured audience",
@@ -89,10 +107,11 @@ impl AuthError {
 
 /// A key that cannot be used, found at start-up.
 #[derive(Debug, thiserror::Error)]
-#[error("auth.public_key_file `{path}`: {problem}")]
-pub struct KeyError {
-    path: String,
-    problem: String,
+pub enum KeyError {
+    #[error("auth.public_key_file `{path}`: {problem}")]
+    File { path: String, problem: String },
+    #[error("auth.secret is {0} bytes; an HS256 secret needs at least {MIN_SECRET_LEN}")]
+    ShortSecret(usize),
 }
 
 enum Mode {
@@ -137,6 +156,9 @@ impl Auth {
             });
         }
         let (algorithm, decoding, encoding) = match config.algorithm {
+            TokenAlgorithm::HS256 if config.secret.len() < MIN_SECRET_LEN => {
+                return Err(KeyError::ShortSecret(config.secret.len()));
+            }
             TokenAlgorithm::HS256 => (
                 Algorithm::HS256,
                 DecodingKey::from_secret(config.secret.as_bytes()),
@@ -144,7 +166,7 @@ impl Auth {
             ),
             alg @ (TokenAlgorithm::RS256 | TokenAlgorithm::ES256) => {
                 let path = &config.public_key_file;
-                let key_error = |problem: String| KeyError {
+                let key_error = |problem: String| KeyError::File {
                     path: path.clone(),
                     problem,
                 };
@@ -158,6 +180,7 @@ impl Auth {
             }
         };
         let mut validation = Validation::new(algorithm);
+        validation.validate_nbf = true;
         validation.leeway = config.leeway.as_secs();
         validation.set_required_spec_claims(&["exp", "sub"]);
         match &issuer {
@@ -231,6 +254,7 @@ impl Auth {
         let claims = decode::<Claims>(token, decoding, validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
                 ErrorKind::InvalidIssuer => AuthError::BadIssuer,
                 ErrorKind::InvalidAudience => AuthError::BadAudience,
@@ -269,7 +293,8 @@ impl Auth {
             exp: now + ttl.as_secs(),
             iat: Some(now),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
+            nbf: None,
             platform: platform.map(str::to_owned),
         };
         encode(&Header::new(Algorithm::HS256), &claims, key)
@@ -313,7 +338,7 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify_and_bind_user_and_platform() {
-        let auth = hs("s3cret");
+        let auth = hs("unit-test-secret-of-thirty-two-b");
         let t = auth
             .mint("alice", Some("phone"), Duration::from_secs(60))
             .unwrap();
@@ -328,7 +353,7 @@ mod tests {
             Err(AuthError::PlatformMismatch)
         );
         assert_eq!(
-            hs("other").verify(Some(&t), "alice", "phone"),
+            hs("other-unit-test-secret-of-32-byte").verify(Some(&t), "alice", "phone"),
             Err(AuthError::BadSignature)
         );
         assert_eq!(auth.verify(None, "alice", "phone"), Err(AuthError::Missing));

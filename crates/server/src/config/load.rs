@@ -97,6 +97,20 @@ impl Config {
             }
             _ => {}
         }
+        let secret = self.auth.secret.len();
+        if secret > 0 && secret < crate::auth::MIN_SECRET_LEN {
+            return invalid(
+                "auth.secret",
+                "must be at least 32 bytes (e.g. `openssl rand -hex 32`): a shorter HS256 secret \
+                 can be guessed",
+            );
+        }
+        if self.storage.retention > Duration::from_secs(100 * 365 * 24 * 3600) {
+            return invalid(
+                "storage.retention",
+                "must be 0 (keep everything) or at most 100 years",
+            );
+        }
         if !self.server.listen.ip().is_loopback() && !self.auth.token_required() {
             return invalid(
                 "auth.secret",

@@ -25,7 +25,7 @@ use natter_protocol::{
 
 use crate::{
     auth::{self},
-    http::ApiError,
+    http::{ApiError, not_proxied_in_development},
     state::AppState,
 };
 
@@ -59,10 +59,16 @@ pub async fn upgrade(
     if let Err(detail) = ids {
         return refuse(&state, HttpError::InvalidId, &detail);
     }
-    if let Some(origin) = header(&headers, header::ORIGIN) {
+    if let Err(e) = not_proxied_in_development(&state, &headers) {
+        state.metrics.upgrade_refused(e.error());
+        return e.into_response();
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        // An Origin that is not plain text matches nothing: the check fails closed.
+        let origin = origin.to_str().unwrap_or_default();
         let host = header(&headers, header::HOST);
         if !auth::origin_allowed(origin, host, &state.config.auth.allowed_origins) {
-            let detail = format!("origin {origin} is not in auth.allowed_origins");
+            let detail = format!("origin {origin:?} is not in auth.allowed_origins");
             return refuse(&state, HttpError::OriginForbidden, &detail);
         }
     }

@@ -76,6 +76,10 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+
+    pub fn error(&self) -> HttpError {
+        self.error
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -109,6 +113,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        not_proxied_in_development(state, &parts.headers)?;
         let query = parts.uri.query();
         let authorization = parts
             .headers
@@ -123,6 +128,26 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller {
             user: identity.user,
         })
+    }
+}
+
+/// Development mode (no tokens: anybody may be anybody) is for a loopback listener; behind a
+/// reverse proxy on the same host, the whole internet would reach it. A request that carries a
+/// proxy's headers is refused there.
+pub(crate) fn not_proxied_in_development(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
+    const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+    match PROXY_HEADERS.iter().find(|h| headers.contains_key(**h)) {
+        Some(h) if state.auth.is_development() => Err(ApiError::new(
+            HttpError::DevelopmentBehindProxy,
+            format!(
+                "the request came through a proxy ({h}) to a server in development mode, where \
+                 anybody may connect as anybody: set auth.secret"
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
