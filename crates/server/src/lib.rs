@@ -20,6 +20,8 @@
 //!   group).
 //! - [`delivery`]: queues the one serialised frame to every device, then the ack.
 //! - [`ids`]: server message ids (UUIDv7, increasing within a node).
+//! - [`budget`]: what one connection may have in flight (messages, bytes) before it is slowed.
+//! - [`budget`]: what one connection may have in flight (messages, bytes) before it is slowed.
 //! - [`sequencer`]: group commit of stored messages, then delivery in commit order.
 //! - [`store`]: the `Store` trait; SQLite and PostgreSQL over one schema.
 //! - [`groups`]: group membership (cached), rules, notifications; read fan-out.
@@ -31,6 +33,7 @@
 //! Wire types (`Msg`, close codes, error reasons) live in the `natter-protocol` crate.
 
 pub mod auth;
+pub mod budget;
 pub mod clock;
 pub mod cluster;
 pub mod config;

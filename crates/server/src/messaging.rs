@@ -14,6 +14,7 @@ use std::sync::Arc;
 use natter_protocol::{ErrorReason, Msg, is_group_id, msg_type};
 
 use crate::{
+    budget::InFlight,
     clock::now_millis,
     delivery::{Delivery, Refusal},
     groups::{Audience, Groups, Notice},
@@ -69,7 +70,14 @@ impl Messaging {
 
     /// Accepts `msg` from `origin`. On success the message is on its way and the ack will reach
     /// the sending connection; on refusal nothing was delivered.
-    pub async fn accept(&self, origin: Origin<'_>, mut msg: Msg) -> Result<(), Refusal> {
+    /// `inflight` is the message's share of its connection's budget: held until its ack is
+    /// queued.
+    pub async fn accept(
+        &self,
+        origin: Origin<'_>,
+        mut msg: Msg,
+        inflight: InFlight,
+    ) -> Result<(), Refusal> {
         // Field checks (ids, reserved values) were made when the frame was decoded.
         match msg.msg_type {
             msg_type::GROUP if !is_group_id(&msg.receiver_id) => {
@@ -111,7 +119,7 @@ impl Messaging {
             self.delivery.messages_received();
             stamp(&mut msg);
             return sequencer
-                .submit_group(msg, origin.conn, audience)
+                .submit_group(msg, origin.conn, audience, inflight)
                 .await
                 .map_err(stopped);
         }
@@ -123,7 +131,7 @@ impl Messaging {
                 Ok(())
             }
             Some(sequencer) => sequencer
-                .submit_direct(msg, origin.conn)
+                .submit_direct(msg, origin.conn, inflight)
                 .await
                 .map_err(stopped),
         }

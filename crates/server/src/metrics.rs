@@ -113,6 +113,9 @@ pub struct Metrics {
     /// Redis channels the node's pub/sub connection listens to (cluster mode), counted once
     /// Redis confirmed each (un)subscription; 0 while that connection is down.
     pub cluster_channels: Gauge,
+    /// Bytes of messages read from clients and not yet acknowledged (each connection's share
+    /// is bounded by `limits.inflight_bytes`).
+    pub inflight_bytes: Gauge,
     pub connections_opened: Counter,
     pub connections_refused: Counter,
     pub messages_received: Counter,
@@ -179,6 +182,8 @@ impl Metrics {
                 .register_gauge(&Key::from_static_name("natter_connections"), &METADATA),
             cluster_channels: recorder
                 .register_gauge(&Key::from_static_name("natter_cluster_channels"), &METADATA),
+            inflight_bytes: recorder
+                .register_gauge(&Key::from_static_name("natter_inflight_bytes"), &METADATA),
             connections_opened: counter("natter_connections_opened_total", vec![]),
             connections_refused: counter("natter_connections_refused_total", vec![]),
             messages_received: counter("natter_messages_received_total", vec![]),

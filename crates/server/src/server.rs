@@ -70,6 +70,7 @@ impl Server {
                 delivery.clone(),
                 metrics.clone(),
                 config.storage.batch_max,
+                config.storage.batch_bytes,
             )
         });
         let messaging = Arc::new(Messaging::new(delivery.clone(), sequencer, groups.clone()));

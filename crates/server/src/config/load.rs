@@ -57,6 +57,21 @@ impl Config {
         if self.limits.max_message_size < 256 {
             return invalid("limits.max_message_size", "must be at least 256 bytes");
         }
+        if self.limits.inflight_messages == 0 {
+            return invalid("limits.inflight_messages", "must be at least 1");
+        }
+        if self.limits.inflight_bytes < self.limits.max_message_size {
+            return invalid(
+                "limits.inflight_bytes",
+                "must be at least limits.max_message_size, or a largest message never fits",
+            );
+        }
+        if self.storage.batch_bytes < self.limits.max_message_size {
+            return invalid(
+                "storage.batch_bytes",
+                "must be at least limits.max_message_size",
+            );
+        }
         if self.limits.outbound_queue == 0 {
             return invalid("limits.outbound_queue", "must be at least 1");
         }

@@ -104,6 +104,8 @@ pub struct StorageConfig {
     /// times as many before senders wait. The most allowed by default, so that many senders
     /// each waiting for a few acks never find the queue full.
     pub batch_max: usize,
+    /// Most bytes of messages committed in one transaction (at least one message).
+    pub batch_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -115,6 +117,7 @@ impl Default for StorageConfig {
             pool_size: 8,
             retention: Duration::ZERO,
             batch_max: 2000,
+            batch_bytes: 1024 * 1024,
         }
     }
 }
@@ -172,6 +175,11 @@ pub struct LimitsConfig {
     pub max_message_size: usize,
     /// Messages waiting to be written to one connection; when full, the connection is closed (4003).
     pub outbound_queue: usize,
+    /// Messages one connection may have in flight (sent, not yet acked); past it the server
+    /// stops reading that connection until acks come back.
+    pub inflight_messages: usize,
+    /// Bytes of messages one connection may have in flight, likewise.
+    pub inflight_bytes: usize,
     /// WebSocket connections this node accepts at once; past it the upgrade gets HTTP 503.
     pub max_connections: usize,
     /// Connections (devices) one user may hold on this node; past it the upgrade gets HTTP 429.
@@ -273,6 +281,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_message_size: 64 * 1024,
             outbound_queue: 1024,
+            inflight_messages: 256,
+            inflight_bytes: 1024 * 1024,
             max_connections: 1_000_000,
             max_connections_per_user: 32,
             handshake_timeout: Duration::from_secs(10),

@@ -11,6 +11,7 @@ use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at, sleep, timeou
 
 use crate::{
     auth::Identity,
+    budget::Budget,
     delivery::Refusal,
     hub::ConnId,
     messaging::Origin,
@@ -39,6 +40,8 @@ pub(super) struct Session {
     /// When the token expires: the connection is closed with 4002 then.
     pub(super) expiry: Option<Pin<Box<Sleep>>>,
     pub(super) limiter: Option<RateLimiter>,
+    /// What this connection may have in flight before the server stops reading it.
+    pub(super) budget: Budget,
     /// Highest inbox `seq` / sent `send_seq` already replayed from the store: live copies up to
     /// them are dropped, so the switch from history to live has no duplicate.
     pub(super) replayed: (i64, i64),
@@ -69,6 +72,12 @@ impl Session {
             Box::pin(sleep(left))
         });
         let limiter = RateLimiter::new(&state.config.limits.rate);
+        let limits = &state.config.limits;
+        let budget = Budget::new(
+            limits.inflight_messages,
+            limits.inflight_bytes,
+            state.metrics.inflight_bytes.clone(),
+        );
         let outbox = Arc::new(Outbox::new(state.config.limits.outbound_queue));
         let conn = state.hub.register(&user, &platform, outbox.clone());
         if state.sessions.is_shutting_down() {
@@ -88,6 +97,7 @@ impl Session {
             last_seen: Instant::now(),
             expiry,
             limiter,
+            budget,
             replayed: (0, 0),
             _guard: guard,
         }
@@ -244,7 +254,9 @@ impl Session {
                     user: &self.user,
                     conn: self.conn,
                 };
-                match self.state.messaging.accept(origin, msg).await {
+                // Over its budget the connection waits here: its socket is not read meanwhile.
+                let inflight = self.budget.reserve(text.len()).await;
+                match self.state.messaging.accept(origin, msg, inflight).await {
                     Ok(()) => return,
                     Err(refusal) => (local_id, refusal),
                 }
