@@ -106,6 +106,13 @@ enum Scenario {
         /// Content bytes per message.
         #[arg(long, default_value_t = 100)]
         size: usize,
+        /// Content bytes of a flooder's messages (`--slow`); default: `size`, at least 1000.
+        #[arg(long)]
+        flood_size: Option<usize>,
+        /// Unacknowledged messages each flooder keeps in flight; default: `window`. A large one
+        /// writes as fast as the server reads (the noisy neighbour).
+        #[arg(long)]
+        flood_window: Option<usize>,
         /// Measured seconds (after one second of warm-up).
         #[arg(long, default_value_t = 10)]
         duration: u64,
@@ -173,6 +180,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             devices,
             slow,
             size,
+            flood_size,
+            flood_window,
             duration,
             random_ids,
             zero_create_time,
@@ -184,6 +193,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 devices: devices.max(1),
                 slow,
                 size,
+                flood_size: flood_size.unwrap_or(size.max(1000)),
+                flood_window: flood_window.unwrap_or(window).max(1),
                 duration: Duration::from_secs(duration),
                 random_ids,
                 zero_create_time,

@@ -26,6 +26,8 @@ pub(crate) struct PairsConfig {
     pub(crate) devices: usize,
     pub(crate) slow: usize,
     pub(crate) size: usize,
+    pub(crate) flood_size: usize,
+    pub(crate) flood_window: usize,
     pub(crate) duration: Duration,
     pub(crate) random_ids: bool,
     pub(crate) zero_create_time: bool,
@@ -132,7 +134,7 @@ pub(crate) async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()>
         )));
     }
     let mut flooders = Vec::new();
-    let flood_content = "z".repeat(cfg.size.max(1000));
+    let flood_content = "z".repeat(cfg.flood_size);
     for s in 0..cfg.slow {
         let ws = net.connect(n, &format!("flood{s}"), "d0").await?;
         n += 1;
@@ -140,11 +142,10 @@ pub(crate) async fn run_pairs(net: &Net, cfg: PairsConfig) -> anyhow::Result<()>
             ws,
             run.clone(),
             format!("slow{s}"),
-            // Nobody reads what a flooder sends: its window of 8, like every sender's, is
-            // counted in acks instead.
+            // Nobody reads what a flooder sends: its window is counted in acks instead.
             Arc::default(),
             0,
-            cfg.window as u64,
+            cfg.flood_window as u64,
             None,
             flood_content.clone(),
         )));
