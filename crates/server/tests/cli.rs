@@ -152,11 +152,21 @@ async fn acknowledged_messages_survive_sigkill_mid_stream() {
         .unwrap();
     let (mut tx, mut rx) = sender.split();
     // The sender keeps writing while the acks come back.
-    let writer = tokio::spawn(async move {
-        for i in 0..N {
-            let m = format!(r#"{{"receiver_id":"offline","local_id":"{i}","content":"m{i}"}}"#);
-            if tx.send(Message::text(m)).await.is_err() {
-                break;
+    // The sender keeps writing while the acks come back, at most WINDOW ahead of them (a real
+    // client's window: its acks must not overflow its own queue).
+    const WINDOW: usize = 200;
+    let acked_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let acked_count = acked_count.clone();
+        async move {
+            for i in 0..N {
+                while i >= acked_count.load(std::sync::atomic::Ordering::Acquire) + WINDOW {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let m = format!(r#"{{"receiver_id":"offline","local_id":"{i}","content":"m{i}"}}"#);
+                if tx.send(Message::text(m)).await.is_err() {
+                    break;
+                }
             }
         }
     });
@@ -164,11 +174,16 @@ async fn acknowledged_messages_survive_sigkill_mid_stream() {
     while acked.len() < kill_after {
         let frame = tokio::time::timeout(Duration::from_secs(10), rx.next())
             .await
-            .unwrap();
-        if let Some(Ok(Message::Text(t))) = frame {
-            let m: natter_protocol::Msg = serde_json::from_str(&t).unwrap();
-            assert_eq!(m.msg_type, 24, "{t}");
-            acked.push((m.seq, m.local_id));
+            .expect("an ack within 10 s");
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                let m: natter_protocol::Msg = serde_json::from_str(&t).unwrap();
+                assert_eq!(m.msg_type, 24, "{t}");
+                acked.push((m.seq, m.local_id));
+                acked_count.store(acked.len(), std::sync::atomic::Ordering::Release);
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the sender's connection ended before the kill: {other:?}"),
         }
     }
     signal(&child, 9);
