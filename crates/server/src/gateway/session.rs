@@ -40,8 +40,9 @@ pub(super) struct Session {
     /// When the token expires: the connection is closed with 4002 then.
     pub(super) expiry: Option<Pin<Box<Sleep>>>,
     pub(super) limiter: Option<RateLimiter>,
-    /// What this connection may have in flight before the server stops reading it.
-    pub(super) budget: Budget,
+    /// What this connection may have in flight before the server stops reading it; made at
+    /// its first message (most connections only receive: an idle one stays small).
+    pub(super) budget: Option<Box<Budget>>,
     /// Highest inbox `seq` / sent `send_seq` already replayed from the store: live copies up to
     /// them are dropped, so the switch from history to live has no duplicate.
     pub(super) replayed: (i64, i64),
@@ -72,12 +73,7 @@ impl Session {
             Box::pin(sleep(left))
         });
         let limiter = RateLimiter::new(&state.config.limits.rate);
-        let limits = &state.config.limits;
-        let budget = Budget::new(
-            limits.inflight_messages,
-            limits.inflight_bytes,
-            state.metrics.inflight_bytes.clone(),
-        );
+
         let outbox = Arc::new(Outbox::new(state.config.limits.outbound_queue));
         let conn = state.hub.register(&user, &platform, outbox.clone());
         if state.sessions.is_shutting_down() {
@@ -97,7 +93,7 @@ impl Session {
             last_seen: Instant::now(),
             expiry,
             limiter,
-            budget,
+            budget: None,
             replayed: (0, 0),
             _guard: guard,
         }
@@ -255,7 +251,15 @@ impl Session {
                     conn: self.conn,
                 };
                 // Over its budget the connection waits here: its socket is not read meanwhile.
-                let inflight = self.budget.reserve(text.len()).await;
+                let limits = &self.state.config.limits;
+                let budget = self.budget.get_or_insert_with(|| {
+                    Box::new(Budget::new(
+                        limits.inflight_messages,
+                        limits.inflight_bytes,
+                        self.state.metrics.inflight_bytes.clone(),
+                    ))
+                });
+                let inflight = budget.reserve(text.len()).await;
                 match self.state.messaging.accept(origin, msg, inflight).await {
                     Ok(()) => return,
                     Err(refusal) => (local_id, refusal),
