@@ -10,14 +10,14 @@
 //! If the commit fails, every sender of the batch gets an error reply (`store_unavailable`) and
 //! nothing is delivered; the next batch tries again, so the node recovers when the store does.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+mod admission;
+
+use std::sync::Arc;
 
 use natter_protocol::{ErrorReason, Msg};
 use tokio::sync::{mpsc, oneshot};
 
+use self::admission::{Admission, Bounds, next_batch};
 use crate::{
     budget::InFlight,
     delivery::{Delivery, Refusal},
@@ -160,90 +160,6 @@ impl Sequencer {
     }
 }
 
-/// How large a commit batch may grow.
-#[derive(Debug, Clone, Copy)]
-struct Bounds {
-    messages: usize,
-    bytes: usize,
-}
-
-/// The submissions waiting for a batch, one queue per sending connection (group notices share
-/// one), taken in turn: a connection with one message waiting gets it into the next batch
-/// however many a busy sender has queued before it. Each connection's messages stay in order.
-#[derive(Default)]
-struct Admission {
-    queues: HashMap<Option<ConnId>, VecDeque<Submission>>,
-    /// The connections with something waiting, in the order their turns come.
-    turns: VecDeque<Option<ConnId>>,
-}
-
-impl Admission {
-    fn is_empty(&self) -> bool {
-        self.turns.is_empty()
-    }
-
-    fn push(&mut self, s: Submission) {
-        let sender = s.target.conn();
-        let queue = self.queues.entry(sender).or_default();
-        if queue.is_empty() {
-            self.turns.push_back(sender);
-        }
-        queue.push_back(s);
-    }
-
-    /// A batch within `bounds` (at least one submission), a submission per connection per turn.
-    fn batch(&mut self, bounds: Bounds) -> Vec<Submission> {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while batch.len() < bounds.messages {
-            let Some(sender) = self.turns.pop_front() else {
-                break;
-            };
-            let Some(queue) = self.queues.get_mut(&sender) else {
-                continue;
-            };
-            let Some(next) = queue.pop_front() else {
-                self.queues.remove(&sender);
-                continue;
-            };
-            if !batch.is_empty() && bytes + next.bytes() > bounds.bytes {
-                queue.push_front(next);
-                self.turns.push_front(sender);
-                break;
-            }
-            bytes += next.bytes();
-            batch.push(next);
-            if queue.is_empty() {
-                self.queues.remove(&sender);
-            } else {
-                self.turns.push_back(sender);
-            }
-        }
-        batch
-    }
-}
-
-/// The next batch: everything waiting joins the admission queues, and a batch is taken from
-/// them in turn. `None` once the queue is closed and nothing waits.
-async fn next_batch(
-    submissions: &mut mpsc::Receiver<Submission>,
-    waiting: &mut Admission,
-    bounds: Bounds,
-) -> Option<Vec<Submission>> {
-    let mut arrived = Vec::with_capacity(bounds.messages);
-    if waiting.is_empty() && submissions.recv_many(&mut arrived, bounds.messages).await == 0 {
-        return None;
-    }
-    // What else is queued joins too (the queue is bounded, and so is each sender's share).
-    while let Ok(s) = submissions.try_recv() {
-        arrived.push(s);
-    }
-    for s in arrived {
-        waiting.push(s);
-    }
-    Some(waiting.batch(bounds))
-}
-
 async fn commit_loop(
     mut submissions: mpsc::Receiver<Submission>,
     store: Arc<dyn Store>,
@@ -345,81 +261,5 @@ async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<De
         }
         // Every ack and error reply of the batch is queued: the senders' shares come back.
         drop(inflight);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn submission(conn: ConnId, content_len: usize) -> Submission {
-        Submission {
-            msg: Msg {
-                content: "x".repeat(content_len),
-                ..Msg::default()
-            },
-            target: Target::Direct(conn),
-            inflight: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn batches_are_bounded_in_messages_and_bytes_and_keep_their_order() {
-        let (tx, mut rx) = mpsc::channel(100);
-        for len in [1000, 1000, 5000, 10, 10, 10] {
-            tx.send(submission(1, len)).await.unwrap();
-        }
-        drop(tx);
-        let bounds = Bounds {
-            messages: 4,
-            bytes: 2500,
-        };
-        let mut waiting = Admission::default();
-        let mut sizes = Vec::new();
-        while let Some(batch) = next_batch(&mut rx, &mut waiting, bounds).await {
-            sizes.push(
-                batch
-                    .iter()
-                    .map(|s| s.msg.content.len())
-                    .collect::<Vec<_>>(),
-            );
-        }
-        // Two of 1,064 bytes fit; the 5,000 goes alone (a batch holds at least one); then the
-        // small ones together.
-        assert_eq!(sizes, [vec![1000, 1000], vec![5000], vec![10, 10, 10]]);
-    }
-
-    #[tokio::test]
-    async fn senders_take_turns_and_each_keeps_its_order() {
-        let (tx, mut rx) = mpsc::channel(100);
-        // A busy sender queues 6 large messages, then two others one small message each.
-        for i in 0..6 {
-            tx.send(submission(7, 1000 + i)).await.unwrap();
-        }
-        tx.send(submission(8, 1)).await.unwrap();
-        tx.send(submission(9, 2)).await.unwrap();
-        drop(tx);
-        let bounds = Bounds {
-            messages: 100,
-            bytes: 3500,
-        };
-        let mut waiting = Admission::default();
-        let mut batches = Vec::new();
-        while let Some(batch) = next_batch(&mut rx, &mut waiting, bounds).await {
-            batches.push(
-                batch
-                    .iter()
-                    .map(|s| (s.target.conn().unwrap(), s.msg.content.len()))
-                    .collect::<Vec<_>>(),
-            );
-        }
-        // The small ones ride in the first batch; the busy sender's messages keep their order.
-        assert_eq!(
-            batches,
-            [
-                vec![(7, 1000), (8, 1), (9, 2), (7, 1001), (7, 1002)],
-                vec![(7, 1003), (7, 1004), (7, 1005)],
-            ]
-        );
     }
 }
