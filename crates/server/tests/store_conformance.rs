@@ -19,6 +19,7 @@ on_both_stores!(
     retention_deletes_old_messages_and_numbering_goes_on,
     group_membership_and_the_groups_seq,
     a_failed_commit_stores_nothing_and_takes_no_number,
+    pages_are_bounded_in_bytes_and_still_cover_the_stream,
 );
 
 async fn open(backend: Backend) -> (Arc<dyn Store>, natter::Config) {
@@ -347,4 +348,63 @@ async fn a_failed_commit_stores_nothing_and_takes_no_number(backend: Backend) {
     let next = store.append(&[msg(3, "c", "b", "3")]).await.unwrap();
     assert_eq!(numbers(&next), [(2, 1)], "the failed batch took no number");
     assert_eq!(contents(&*store, "b", Stream::Inbox, 0).await, ["m1", "m3"]);
+}
+
+/// A page holds no more than its byte budget (at least one message), and pages taken from the
+/// last cursor cover the stream with no gap, wherever the messages are kept.
+async fn pages_are_bounded_in_bytes_and_still_cover_the_stream(backend: Backend) {
+    let (store, _) = open(backend).await;
+    let body = "b".repeat(1000);
+    for n in 1..=12u32 {
+        let m = Msg {
+            content: format!("{n:02}{body}"),
+            ..msg(n, "a", "b", &format!("l{n}"))
+        };
+        store.append(&[m]).await.unwrap();
+        if n == 6 {
+            settle(&*store).await;
+        }
+    }
+    let weight = natter::store::page_bytes(&Msg {
+        content: format!("01{body}"),
+        ..Msg::default()
+    });
+    for stream in [Stream::Inbox, Stream::Sent] {
+        let owner = if matches!(stream, Stream::Inbox) {
+            "b"
+        } else {
+            "a"
+        };
+        // Three fit in three messages' weight; one in a budget smaller than one.
+        let page = store.page(owner, stream, 0, 100, 3 * weight).await.unwrap();
+        assert_eq!(page.len(), 3, "{stream:?}");
+        assert_eq!(
+            store.page(owner, stream, 0, 100, 10).await.unwrap().len(),
+            1
+        );
+        let mut after = 0;
+        let mut seen = Vec::new();
+        loop {
+            let page = store
+                .page(owner, stream, after, 100, 5 * weight)
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 5, "{stream:?}: {}", page.len());
+            for m in page {
+                let cursor = if matches!(stream, Stream::Inbox) {
+                    m.seq
+                } else {
+                    m.send_seq
+                };
+                assert_eq!(cursor, after + 1, "{stream:?}: no gap");
+                after = cursor;
+                seen.push(m.content[..2].to_string());
+            }
+        }
+        let want: Vec<String> = (1..=12).map(|n| format!("{n:02}")).collect();
+        assert_eq!(seen, want, "{stream:?}");
+    }
 }

@@ -6,6 +6,7 @@
 use axum::extract::ws::Message;
 use futures_util::SinkExt;
 use natter_protocol::CloseCode;
+use tokio::time::{Instant, timeout_at};
 
 use crate::{outbox::Frame, store::Stream};
 
@@ -42,6 +43,10 @@ impl Replay {
 /// Messages fetched from the store per replay query.
 pub(super) const REPLAY_PAGE: u32 = 500;
 
+/// Most bytes of messages fetched per replay query ([`page_bytes`](crate::store::page_bytes)): what a replaying
+/// connection holds of its history at once.
+const REPLAY_PAGE_BYTES: usize = 512 * 1024;
+
 impl Session {
     /// Sends the stored messages the device missed, before anything live. The session is
     /// registered already, so whatever is committed meanwhile waits in the outbox; copies of
@@ -58,23 +63,34 @@ impl Session {
             let Some(mut after) = since else { continue };
             loop {
                 let page = store
-                    .after(&self.user, stream, after, REPLAY_PAGE)
+                    .page(&self.user, stream, after, REPLAY_PAGE, REPLAY_PAGE_BYTES)
                     .await
                     .map_err(|e| {
                         tracing::error!(error = %e, "replay failed");
                         Exit::Close(CloseCode::Internal)
                     })?;
+                if page.is_empty() {
+                    break;
+                }
+                // A page is written within heartbeat.timeout, like every write: a client that
+                // does not read its history is dropped, not waited for.
+                let deadline = Instant::now() + self.state.config.heartbeat.timeout;
                 for msg in &page {
                     after = match stream {
                         Stream::Inbox => msg.seq,
                         Stream::Sent => msg.send_seq,
                     };
                     let frame = Message::Text(Frame::from(msg.encode()));
-                    self.socket.feed(frame).await.map_err(|_| Exit::Gone)?;
+                    match timeout_at(deadline, self.socket.feed(frame)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(Exit::Gone),
+                        Err(_) => return Err(Exit::Close(CloseCode::SlowConsumer)),
+                    }
                 }
-                self.socket.flush().await.map_err(|_| Exit::Gone)?;
-                if page.len() < REPLAY_PAGE as usize {
-                    break;
+                match timeout_at(deadline, self.socket.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(Exit::Gone),
+                    Err(_) => return Err(Exit::Close(CloseCode::SlowConsumer)),
                 }
             }
             match stream {

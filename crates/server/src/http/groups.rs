@@ -11,7 +11,7 @@ use natter_protocol::HttpError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, groups, valid_id, valid_user};
+use super::{ApiError, Caller, PAGE_BYTES, groups, has_more, valid_id, valid_user};
 use crate::{
     groups::{GroupError, Notice},
     query::query_param,
@@ -254,8 +254,8 @@ async fn messages(
     };
     let messages = groups
         .store()
-        .after(&group_id, Stream::Inbox, from, limit)
+        .page(&group_id, Stream::Inbox, from, limit, PAGE_BYTES)
         .await?;
-    let has_more = messages.len() == limit as usize;
+    let has_more = has_more(&state, &messages, limit);
     Ok(Json(json!({ "messages": messages, "has_more": has_more })))
 }

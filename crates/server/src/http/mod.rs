@@ -23,7 +23,7 @@ use crate::{
     groups::Groups,
     query::query_param,
     state::AppState,
-    store::{Store, StoreError, Stream},
+    store::{Store, StoreError, Stream, page_bytes},
 };
 
 pub fn routes() -> Router<AppState> {
@@ -161,6 +161,23 @@ pub(crate) fn valid_id(id: &str, what: &str) -> Result<(), ApiError> {
     check_id(id).map_err(|why| ApiError::new(HttpError::InvalidId, format!("{what} {why}")))
 }
 
+/// Most bytes of messages in one page of history ([`page_bytes`]): what a response holds,
+/// whatever `limit` asks for.
+pub(crate) const PAGE_BYTES: usize = 1024 * 1024;
+
+/// Whether more may follow a page of `limit` read within [`PAGE_BYTES`]: it is full, or the
+/// next message might not have fitted (a client asking again then gets an empty page).
+pub(crate) fn has_more(state: &AppState, page: &[natter_protocol::Msg], limit: u32) -> bool {
+    let bytes: usize = page.iter().map(page_bytes).sum();
+    page.len() == limit as usize
+        || bytes + page_bytes_at_most(state.config.limits.max_message_size) > PAGE_BYTES
+}
+
+/// The most a message can weigh in a page, from the largest frame a client may send.
+fn page_bytes_at_most(max_message_size: usize) -> usize {
+    64 + max_message_size
+}
+
 /// The store, or `storage_disabled` when the server stores nothing.
 fn store(state: &AppState) -> Result<&Arc<dyn Store>, ApiError> {
     state.store.as_ref().ok_or_else(|| {
@@ -208,8 +225,10 @@ async fn messages(
             return Err(ApiError::new(HttpError::InvalidQuery, "limit is 1 to 1000"));
         }
     };
-    let messages = store.after(&who.user, stream, after, limit).await?;
-    let has_more = messages.len() == limit as usize;
+    let messages = store
+        .page(&who.user, stream, after, limit, PAGE_BYTES)
+        .await?;
+    let has_more = has_more(&state, &messages, limit);
     Ok(Json(json!({ "messages": messages, "has_more": has_more })))
 }
 

@@ -148,14 +148,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// On error nothing of the batch is stored.
     fn append<'a>(&'a self, batch: &'a [Msg]) -> BoxFuture<'a, Result<Vec<Appended>, StoreError>>;
 
-    /// Up to `limit` messages of `user`'s `stream` after `after` (exclusive), in order.
+    /// Up to `limit` messages of `user`'s `stream` after `after` (exclusive), in order, and
+    /// no more of them than fit in `max_bytes` (counted by [`page_bytes`]; the first message
+    /// is given whatever its size). What a reader holds of a page is bounded by it.
+    fn page<'a>(
+        &'a self,
+        user: &'a str,
+        stream: Stream,
+        after: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>>;
+
+    /// [`page`](Store::page) bounded by count alone.
     fn after<'a>(
         &'a self,
         user: &'a str,
         stream: Stream,
         after: i64,
         limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>> {
+        self.page(user, stream, after, limit, usize::MAX)
+    }
 
     /// The last `seq` and `send_seq` handed out for `user` (0, 0 for a new user).
     fn cursors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<(i64, i64), StoreError>>;
@@ -258,6 +272,26 @@ async fn migrator(
     migrations: &'static [(i64, &'static str, &'static str)],
 ) -> Result<Migrator, StoreError> {
     Ok(Migrator::new(Embedded(migrations)).await?)
+}
+
+/// What a message weighs in a page: its content and a fixed share for the rest.
+pub fn page_bytes(m: &Msg) -> usize {
+    64 + m.content.len()
+}
+
+/// Cuts `msgs` (in stream order) to the longest prefix within `max_bytes`, keeping at least the
+/// first message.
+fn cut_to_bytes(msgs: &mut Vec<Msg>, max_bytes: usize) {
+    let mut total = 0usize;
+    let keep = msgs
+        .iter()
+        .position(|m| {
+            total = total.saturating_add(page_bytes(m));
+            total > max_bytes
+        })
+        .unwrap_or(msgs.len())
+        .max(1);
+    msgs.truncate(keep);
 }
 
 /// Rows per multi-row statement. Batches are cut into chunks of this size so that only a few

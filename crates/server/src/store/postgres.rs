@@ -130,24 +130,35 @@ impl PostgresStore {
     }
 
     /// Up to `limit` messages of `user`'s `stream` after `after`, in order.
+    /// Up to `limit` messages of `user`'s `stream` after `after`, in order, within
+    /// `max_bytes` ([`page_bytes`](super::page_bytes), the same sum in SQL): only what is
+    /// returned leaves the database.
     async fn select_after(
         conn: &mut PgConnection,
         user: &str,
         stream: Stream,
         after: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<Msg>, StoreError> {
         let (who, cursor) = match stream {
             Stream::Inbox => ("receiver_id", "seq"),
             Stream::Sent => ("send_id", "send_seq"),
         };
-        let mut q =
-            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM messages WHERE {who} = "));
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {COLUMNS} FROM (SELECT {COLUMNS}, \
+             SUM(64 + octet_length(content)) OVER (ORDER BY {cursor}) AS upto, \
+             ROW_NUMBER() OVER (ORDER BY {cursor}) AS n \
+             FROM messages WHERE {who} = "
+        ));
         q.push_bind(user)
             .push(format!(" AND {cursor} > "))
             .push_bind(after)
             .push(format!(" ORDER BY {cursor} LIMIT "))
-            .push_bind(i64::from(limit));
+            .push_bind(i64::from(limit))
+            .push(") page WHERE n = 1 OR upto <= ")
+            .push_bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+            .push(format!(" ORDER BY {cursor}"));
         let rows = q.build().fetch_all(&mut *conn).await?;
         Ok(rows
             .iter()
@@ -265,15 +276,17 @@ impl Store for PostgresStore {
         Box::pin(self.append_batch(batch))
     }
 
-    fn after<'a>(
+    fn page<'a>(
         &'a self,
         user: &'a str,
         stream: Stream,
         after: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>> {
         Box::pin(async move {
-            Self::select_after(&mut *self.conn().await?, user, stream, after, limit).await
+            let mut conn = self.conn().await?;
+            Self::select_after(&mut conn, user, stream, after, limit, max_bytes).await
         })
     }
 

@@ -248,14 +248,15 @@ impl Store for SqliteStore {
         Box::pin(self.append_batch(batch))
     }
 
-    fn after<'a>(
+    fn page<'a>(
         &'a self,
         user: &'a str,
         stream: Stream,
         after: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>> {
-        Box::pin(self.page(user, stream, after, limit))
+        Box::pin(self.read_page(user, stream, after, limit, max_bytes))
     }
 
     fn cursors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<(i64, i64), StoreError>> {

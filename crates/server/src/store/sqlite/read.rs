@@ -15,7 +15,7 @@ use super::{
     resend::{Schema, resolve},
     tail::Logged,
 };
-use crate::store::{StoreError, Stream, group_sql::GroupSql};
+use crate::store::{StoreError, Stream, cut_to_bytes, group_sql::GroupSql, page_bytes};
 
 /// Chunks a read of a stream takes from `natter.db` per statement.
 const READ_CHUNKS: usize = 8;
@@ -29,13 +29,17 @@ pub(super) fn chunks_table(stream: Stream) -> &'static str {
 }
 
 impl SqliteStore {
-    /// Up to `limit` messages of `user`'s `stream` after `after`, in order.
-    pub(super) async fn page(
+    /// Up to `limit` messages of `user`'s `stream` after `after`, in order, within
+    /// `max_bytes` ([`page_bytes`]). The tail's messages come after natter.db's in the stream,
+    /// so reading natter.db stops once it has filled the budget, and the final cut keeps a
+    /// prefix of the stream.
+    pub(super) async fn read_page(
         &self,
         user: &str,
         stream: Stream,
         after: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<Msg>, StoreError> {
         let limit = limit as usize;
         let cursor = |m: &Msg| stream.cursor(m);
@@ -48,11 +52,17 @@ impl SqliteStore {
                 Vec::new()
             }
         };
+        let mut tail_bytes = 0usize;
         let mut msgs: Vec<Msg> = logged
             .iter()
             .flat_map(|b| b.msgs.iter())
             .filter(|m| stream.owner(m) == user && cursor(m) > after)
             .take(limit)
+            .take_while(|m| {
+                let first = tail_bytes == 0;
+                tail_bytes = tail_bytes.saturating_add(page_bytes(m));
+                first || tail_bytes <= max_bytes
+            })
             .cloned()
             .collect();
         let table = chunks_table(stream);
@@ -71,7 +81,8 @@ impl SqliteStore {
              ORDER BY first LIMIT {READ_CHUNKS}"
         );
         let mut found = 0;
-        while found < limit {
+        let mut found_bytes = 0usize;
+        while found < limit && found_bytes < max_bytes {
             let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&page)
                 .bind(user)
                 .bind(from)
@@ -91,6 +102,9 @@ impl SqliteStore {
             read.sort_by_key(cursor);
             read.truncate(limit - found);
             found += read.len();
+            found_bytes = read
+                .iter()
+                .fold(found_bytes, |n, m| n.saturating_add(page_bytes(m)));
             msgs.extend(read);
             match rows.last() {
                 Some((first, _)) if rows.len() == READ_CHUNKS => from = first + 1,
@@ -101,6 +115,7 @@ impl SqliteStore {
         msgs.sort_by_key(cursor);
         msgs.dedup_by_key(|m| cursor(m));
         msgs.truncate(limit);
+        cut_to_bytes(&mut msgs, max_bytes);
         self.mark_read(user, stream, &mut msgs).await?;
         Ok(msgs)
     }
