@@ -13,6 +13,8 @@ use crate::hub::ConnId;
 pub(super) struct Bounds {
     pub(super) messages: usize,
     pub(super) bytes: usize,
+    /// Bytes one connection gives a batch per turn.
+    pub(super) turn: usize,
 }
 
 /// The submissions waiting for a batch, one queue per sending connection (group notices share
@@ -39,28 +41,34 @@ impl Admission {
         queue.push_back(s);
     }
 
-    /// A batch within `bounds` (at least one submission), a submission per connection per turn.
+    /// A batch within `bounds` (at least one submission). Each turn a connection gives up to
+    /// `bounds.turn` bytes of its waiting messages (at least one): a sender of small messages
+    /// puts all it has waiting into the batch at once (its window commits together), a sender
+    /// of large ones one or two per turn (deficit round robin, without the carried deficit).
     fn batch(&mut self, bounds: Bounds) -> Vec<Submission> {
         let mut batch = Vec::new();
         let mut bytes = 0;
-        while batch.len() < bounds.messages {
+        'turns: while batch.len() < bounds.messages {
             let Some(sender) = self.turns.pop_front() else {
                 break;
             };
             let Some(queue) = self.queues.get_mut(&sender) else {
                 continue;
             };
-            let Some(next) = queue.pop_front() else {
-                self.queues.remove(&sender);
-                continue;
-            };
-            if !batch.is_empty() && bytes + next.bytes() > bounds.bytes {
-                queue.push_front(next);
-                self.turns.push_front(sender);
-                break;
+            let mut this_turn = 0;
+            while batch.len() < bounds.messages && this_turn < bounds.turn {
+                let Some(next) = queue.pop_front() else {
+                    break;
+                };
+                if !batch.is_empty() && bytes + next.bytes() > bounds.bytes {
+                    queue.push_front(next);
+                    self.turns.push_front(sender);
+                    break 'turns;
+                }
+                bytes += next.bytes();
+                this_turn += next.bytes();
+                batch.push(next);
             }
-            bytes += next.bytes();
-            batch.push(next);
             if queue.is_empty() {
                 self.queues.remove(&sender);
             } else {
@@ -120,6 +128,7 @@ mod tests {
         let bounds = Bounds {
             messages: 4,
             bytes: 2500,
+            turn: 64 * 1024,
         };
         let mut waiting = Admission::default();
         let mut sizes = Vec::new();
@@ -149,6 +158,7 @@ mod tests {
         let bounds = Bounds {
             messages: 100,
             bytes: 3500,
+            turn: 1,
         };
         let mut waiting = Admission::default();
         let mut batches = Vec::new();
@@ -167,6 +177,32 @@ mod tests {
                 vec![(7, 1000), (8, 1), (9, 2), (7, 1001), (7, 1002)],
                 vec![(7, 1003), (7, 1004), (7, 1005)],
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_turn_takes_a_senders_small_messages_together() {
+        let (tx, mut rx) = mpsc::channel(100);
+        for conn in [7, 8] {
+            for i in 0..3 {
+                tx.send(submission(conn, 10 + i)).await.unwrap();
+            }
+        }
+        drop(tx);
+        let bounds = Bounds {
+            messages: 100,
+            bytes: 1 << 20,
+            turn: 64 * 1024,
+        };
+        let mut waiting = Admission::default();
+        let batch = next_batch(&mut rx, &mut waiting, bounds).await.unwrap();
+        let order: Vec<(ConnId, usize)> = batch
+            .iter()
+            .map(|s| (s.target.conn().unwrap(), s.msg.content.len()))
+            .collect();
+        assert_eq!(
+            order,
+            [(7, 10), (7, 11), (7, 12), (8, 10), (8, 11), (8, 12)]
         );
     }
 }

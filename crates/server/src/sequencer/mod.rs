@@ -72,6 +72,10 @@ impl Target {
     }
 }
 
+/// Bytes one connection gives a commit batch per turn: its whole window of small messages,
+/// one or two of the largest.
+const TURN_BYTES: usize = 64 * 1024;
+
 /// The queue in front of the store. Dropping every handle stops both tasks once the queue is
 /// drained.
 #[derive(Debug, Clone)]
@@ -101,6 +105,7 @@ impl Sequencer {
             Bounds {
                 messages: batch_max,
                 bytes: batch_bytes,
+                turn: TURN_BYTES,
             },
         ));
         tokio::spawn(deliver_loop(committed, delivery));
