@@ -16,7 +16,7 @@ use natter_protocol::HttpError;
 use serde::{Deserialize, Serialize};
 
 pub use self::transport::{BEARER_PROTOCOL_PREFIX, PROTOCOL, origin_allowed, token_from_request};
-use crate::config::{AuthConfig, TokenAlgorithm};
+use crate::config::{AuthConfig, MIN_SECRET_LEN, TokenAlgorithm};
 
 /// A token's `aud`: one audience, or several (RFC 7519 allows both).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,9 +26,6 @@ pub enum Audience {
     Many(Vec<String>),
 }
 
-/// The shortest HS256 secret accepted: 32 bytes (256 bits, the size of the HMAC's output;
-/// RFC 7518 section 3.2 requires at least that).
-pub const MIN_SECRET_LEN: usize = 32;
 
 /// The claims Natter reads and writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -113,7 +113,7 @@ impl Config {
             _ => {}
         }
         let secret = self.auth.secret.len();
-        if secret > 0 && secret < crate::auth::MIN_SECRET_LEN {
+        if secret > 0 && secret < MIN_SECRET_LEN {
             return invalid(
                 "auth.secret",
                 "must be at least 32 bytes (e.g. `openssl rand -hex 32`): a shorter HS256 secret \

@@ -137,6 +137,10 @@ pub enum TokenAlgorithm {
     ES256,
 }
 
+/// The shortest HS256 secret accepted: 32 bytes (256 bits, the size of the HMAC's output;
+/// RFC 7518 section 3.2 requires at least that).
+pub const MIN_SECRET_LEN: usize = 32;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
