@@ -26,7 +26,6 @@ pub enum Audience {
     Many(Vec<String>),
 }
 
-
 /// The claims Natter reads and writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {

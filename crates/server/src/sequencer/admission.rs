@@ -25,6 +25,8 @@ pub(super) struct Admission {
     queues: HashMap<Option<ConnId>, VecDeque<Submission>>,
     /// The connections with something waiting, in the order their turns come.
     turns: VecDeque<Option<ConnId>>,
+    /// Submissions waiting here.
+    len: usize,
 }
 
 impl Admission {
@@ -39,6 +41,7 @@ impl Admission {
             self.turns.push_back(sender);
         }
         queue.push_back(s);
+        self.len += 1;
     }
 
     /// A batch within `bounds` (at least one submission). Each turn a connection gives up to
@@ -68,6 +71,7 @@ impl Admission {
                 bytes += next.bytes();
                 this_turn += next.bytes();
                 batch.push(next);
+                self.len -= 1;
             }
             if queue.is_empty() {
                 self.queues.remove(&sender);
@@ -78,6 +82,10 @@ impl Admission {
         batch
     }
 }
+
+/// Batches' worth of submissions the admission queues hold at most, beside the sequencer's
+/// queue (itself four batches).
+const WAITING_BATCHES: usize = 4;
 
 /// The next batch: everything waiting joins the admission queues, and a batch is taken from
 /// them in turn. `None` once the queue is closed and nothing waits.
@@ -90,9 +98,13 @@ pub(super) async fn next_batch(
     if waiting.is_empty() && submissions.recv_many(&mut arrived, bounds.messages).await == 0 {
         return None;
     }
-    // What else is queued joins too (the queue is bounded, and so is each sender's share).
-    while let Ok(s) = submissions.try_recv() {
-        arrived.push(s);
+    // What else is queued joins too, up to a few batches' worth: the rest stays in the bounded
+    // queue, so senders still wait when the store falls behind.
+    while waiting.len + arrived.len() < WAITING_BATCHES * bounds.messages {
+        match submissions.try_recv() {
+            Ok(s) => arrived.push(s),
+            Err(_) => break,
+        }
     }
     for s in arrived {
         waiting.push(s);
@@ -203,6 +215,28 @@ mod tests {
         assert_eq!(
             order,
             [(7, 10), (7, 11), (7, 12), (8, 10), (8, 11), (8, 12)]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_admission_queues_hold_a_few_batches_and_leave_the_rest_queued() {
+        let (tx, mut rx) = mpsc::channel(100);
+        for i in 0..50 {
+            tx.send(submission(i, 10)).await.unwrap();
+        }
+        let bounds = Bounds {
+            messages: 2,
+            bytes: 1 << 20,
+            turn: 64 * 1024,
+        };
+        let mut waiting = Admission::default();
+        let batch = next_batch(&mut rx, &mut waiting, bounds).await.unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(waiting.len, WAITING_BATCHES * 2 - 2);
+        assert_eq!(
+            rx.len(),
+            50 - WAITING_BATCHES * 2,
+            "the rest waits in the bounded queue"
         );
     }
 }
