@@ -63,6 +63,12 @@ pub enum HttpError {
     InvalidQuery,
     /// A request body that is not what the route takes.
     InvalidRequest,
+    /// A request body larger than the route takes.
+    BodyTooLarge,
+    /// A request body that did not arrive within `limits.http.body_timeout`.
+    BodyTimeout,
+    /// Over `limits.http` (requests per second, or history reads at once) for this user.
+    RateLimited,
     /// No token, and the server requires one.
     TokenMissing,
     /// Not a JWT, a wrong algorithm, or a required claim missing.
@@ -110,10 +116,13 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    pub const ALL: [HttpError; 25] = [
+    pub const ALL: [HttpError; 28] = [
         HttpError::InvalidId,
         HttpError::InvalidQuery,
         HttpError::InvalidRequest,
+        HttpError::BodyTooLarge,
+        HttpError::BodyTimeout,
+        HttpError::RateLimited,
         HttpError::TokenMissing,
         HttpError::TokenMalformed,
         HttpError::TokenExpired,
@@ -143,6 +152,9 @@ impl HttpError {
             HttpError::InvalidId => "invalid_id",
             HttpError::InvalidQuery => "invalid_query",
             HttpError::InvalidRequest => "invalid_request",
+            HttpError::BodyTooLarge => "body_too_large",
+            HttpError::BodyTimeout => "body_timeout",
+            HttpError::RateLimited => "rate_limited",
             HttpError::TokenMissing => "token_missing",
             HttpError::TokenMalformed => "token_malformed",
             HttpError::TokenExpired => "token_expired",
@@ -187,7 +199,9 @@ impl HttpError {
             | HttpError::Forbidden => 403,
             HttpError::GroupNotFound | HttpError::StorageDisabled => 404,
             HttpError::GroupFull | HttpError::TooManyGroups => 409,
-            HttpError::UserConnectionLimit => 429,
+            HttpError::BodyTooLarge => 413,
+            HttpError::BodyTimeout => 408,
+            HttpError::UserConnectionLimit | HttpError::RateLimited => 429,
             HttpError::NodeConnectionLimit
             | HttpError::ServerShuttingDown
             | HttpError::StoreUnavailable

@@ -12,6 +12,7 @@
 //! - [`auth`]: token verification and minting (JWT), token transport, the origin check.
 //! - [`cluster`]: cluster mode: routing and presence through Redis.
 //! - [`server`]: binds, wires the state together, serves, shuts down gracefully.
+//! - [`deadline`]: HTTP connections' sockets, whose writes have a deadline.
 //! - [`state`]: what every handler shares ([`AppState`](state::AppState)); task counters.
 //! - [`clock`]: the one wall clock.
 //! - [`query`]: URL query parameters.
@@ -21,7 +22,7 @@
 //! - [`delivery`]: queues the one serialised frame to every device, then the ack.
 //! - [`ids`]: server message ids (UUIDv7, increasing within a node).
 //! - [`budget`]: what one connection may have in flight (messages, bytes) before it is slowed.
-//! - [`budget`]: what one connection may have in flight (messages, bytes) before it is slowed.
+//! - [`limits`]: token buckets; the HTTP API's per-user limits (rate, reads at once).
 //! - [`sequencer`]: group commit of stored messages, then delivery in commit order.
 //! - [`store`]: the `Store` trait; SQLite and PostgreSQL over one schema.
 //! - [`groups`]: group membership (cached), rules, notifications; read fan-out.
@@ -37,12 +38,14 @@ pub mod budget;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod deadline;
 pub mod delivery;
 pub mod gateway;
 pub mod groups;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod limits;
 pub mod messaging;
 pub mod metrics;
 pub mod outbox;

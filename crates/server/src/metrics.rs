@@ -118,6 +118,10 @@ pub struct Metrics {
     pub inflight_bytes: Gauge,
     pub connections_opened: Counter,
     pub connections_refused: Counter,
+    /// Times a connection went over `limits.rate.bytes_per_second` and was not read for a while.
+    pub paced: Counter,
+    /// HTTP API requests refused, by reason (rate limit, body too large or too slow...).
+    pub http_refused: Counter,
     pub messages_received: Counter,
     pub messages_delivered: Counter,
     dropped_slow: Counter,
@@ -186,6 +190,8 @@ impl Metrics {
                 .register_gauge(&Key::from_static_name("natter_inflight_bytes"), &METADATA),
             connections_opened: counter("natter_connections_opened_total", vec![]),
             connections_refused: counter("natter_connections_refused_total", vec![]),
+            paced: counter("natter_rate_paced_total", vec![]),
+            http_refused: counter("natter_http_refused_total", vec![]),
             messages_received: counter("natter_messages_received_total", vec![]),
             messages_delivered: counter("natter_messages_delivered_total", vec![]),
             dropped_slow: dropped("slow_consumer"),
@@ -274,6 +280,14 @@ const HELP: &[(&str, &str)] = &[
     (
         "natter_connections_refused_total",
         "WebSocket upgrades refused by the node connection limit",
+    ),
+    (
+        "natter_rate_paced_total",
+        "Times a connection went over its byte rate and was not read until back under it",
+    ),
+    (
+        "natter_http_refused_total",
+        "HTTP API requests refused by a limit (rate, concurrent reads, body size or time)",
     ),
     (
         "natter_messages_received_total",

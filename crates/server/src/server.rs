@@ -12,18 +12,23 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use natter_protocol::CloseCode;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+};
 
 use crate::{
     auth::{Auth, KeyError},
     clock::now_millis,
     cluster::Cluster,
-    config::Config,
+    config::{Config, LimitsConfig},
+    deadline::{DeadlineIo, Upgraded},
     delivery::Delivery,
     gateway,
     groups::Groups,
     http,
     hub::Hub,
+    limits::UserLimits,
     messaging::Messaging,
     metrics::Metrics,
     sequencer::Sequencer,
@@ -94,6 +99,7 @@ impl Server {
             _ => None,
         };
         let state = AppState {
+            limits: Arc::new(UserLimits::new(config.limits.http.clone())),
             config: Arc::new(config),
             auth,
             hub,
@@ -134,7 +140,7 @@ impl Server {
         let serve = tokio::spawn(accept_loop(
             listener,
             app,
-            state.config.limits.handshake_timeout,
+            state.config.limits.clone(),
             stop_rx,
         ));
 
@@ -186,41 +192,39 @@ async fn retention_loop(store: Arc<dyn Store>, keep: Duration) {
 /// Accepts TCP connections and serves HTTP/1.1 on each until `stop` turns true; then lets the
 /// HTTP connections in progress finish (upgraded WebSockets are no longer HTTP connections).
 ///
-/// Our own loop rather than `axum::serve`, for the handshake timeout: a client must send its
-/// whole request head within `handshake_timeout` (slow-loris), and idle keep-alive connections
-/// are closed after it too.
+/// Our own loop rather than `axum::serve`, for the limits of HTTP connections: a client must
+/// send its whole request head within `handshake_timeout` (slow-loris), idle keep-alive
+/// connections are closed after it too, a response write that waits `http.write_timeout` fails,
+/// and at most `http.max_connections` connections are served before their upgrade (past it, new
+/// ones wait in the listen backlog).
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
-    handshake_timeout: Duration,
+    limits: LimitsConfig,
     mut stop: watch::Receiver<bool>,
 ) {
     let connections = Tracker::default();
+    let open = Arc::new(Semaphore::new(limits.http.max_connections));
     loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => tcp,
-                Err(e) => {
-                    // Out of descriptors or a transient error: back off, do not spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (tcp, permit) = tokio::select! {
+            accepted = accept(&listener, &open) => accepted,
             _ = stop.changed() => break,
         };
         // Chat frames are small and latency-bound: no Nagle delay.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY failed");
         }
+        let upgraded = Upgraded::default();
+        let io = DeadlineIo::new(tcp, limits.http.write_timeout, upgraded.clone());
         let service = TowerToHyperService::new(app.clone());
         let mut stop = stop.clone();
         let guard = connections.enter();
+        let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(handshake_timeout)
-                .serve_connection(TokioIo::new(tcp), service)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
@@ -230,9 +234,29 @@ async fn accept_loop(
                     let _ = conn.await;
                 }
             }
-            drop(guard);
+            // Upgraded (the session has its socket) or ended: no longer an HTTP connection.
+            upgraded.set();
+            drop((permit, guard));
         });
     }
     drop(listener);
     connections.wait().await;
+}
+
+/// The next TCP connection, once fewer than `http.max_connections` are being served.
+async fn accept(
+    listener: &TcpListener,
+    open: &Arc<Semaphore>,
+) -> (TcpStream, OwnedSemaphorePermit) {
+    let permit = open.clone().acquire_owned().await.expect("never closed");
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _peer)) => return (tcp, permit),
+            Err(e) => {
+                // Out of descriptors or a transient error: back off, do not spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

@@ -9,8 +9,8 @@ use std::sync::{
 use tokio::sync::Notify;
 
 use crate::{
-    auth::Auth, cluster::Cluster, config::Config, groups::Groups, hub::Hub, messaging::Messaging,
-    metrics::Metrics, store::Store,
+    auth::Auth, cluster::Cluster, config::Config, groups::Groups, hub::Hub, limits::UserLimits,
+    messaging::Messaging, metrics::Metrics, store::Store,
 };
 
 /// Everything a request handler needs; cheap to clone.
@@ -22,6 +22,8 @@ pub struct AppState {
     pub messaging: Arc<Messaging>,
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
+    /// The HTTP API's per-user limits.
+    pub limits: Arc<UserLimits>,
     /// `None` when `storage.backend` is `none`.
     pub store: Option<Arc<dyn Store>>,
     /// `None` without storage.

@@ -83,6 +83,39 @@ async fn provoke_http(error: HttpError) -> (u16, String) {
             let body = Some(json!({ "name": 5 }));
             call(&server, "POST", "/api/v1/groups?user_id=a", &[], body).await
         }
+        HttpError::BodyTooLarge => {
+            let server = start(test_config()).await;
+            // A head declaring a body larger than the route takes: refused before it is sent.
+            raw_request(
+                &server,
+                b"PATCH /api/v1/groups/g_x?user_id=a HTTP/1.1\r\nHost: localhost\r\n\
+                  Content-Length: 20000\r\n\r\n",
+            )
+            .await
+        }
+        HttpError::BodyTimeout => {
+            let mut config = test_config();
+            config.limits.http.body_timeout = Duration::from_millis(200);
+            let server = start(config).await;
+            // Half a body, then nothing.
+            raw_request(
+                &server,
+                b"PATCH /api/v1/groups/g_x?user_id=a HTTP/1.1\r\nHost: localhost\r\n\
+                  Content-Length: 100\r\n\r\n{\"name\": \"",
+            )
+            .await
+        }
+        HttpError::RateLimited => {
+            let mut config = test_config();
+            config.limits.http.per_second = 1.0;
+            config.limits.http.burst = 2;
+            let server = start(config).await;
+            for _ in 0..2 {
+                let (status, _) = call(&server, "GET", "/api/v1/seq?user_id=a", &[], None).await;
+                assert_eq!(status, 200);
+            }
+            call(&server, "GET", "/api/v1/seq?user_id=a", &[], None).await
+        }
         HttpError::TokenMissing => {
             let server = start(token_config()).await;
             upgrade(&server.url("alice", "p"), &[]).await
@@ -249,6 +282,27 @@ async fn provoke_http(error: HttpError) -> (u16, String) {
     }
 }
 
+/// Sends `request` as it is, and reads the answer until the server closes or 5 s pass; returns
+/// its status and `error`.
+async fn raw_request(server: &TestServer, request: &[u8]) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    read_answer(&mut tcp).await
+}
+
+async fn read_answer(tcp: &mut tokio::net::TcpStream) -> (u16, String) {
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw)).await;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let error = serde_json::from_str::<Value>(body).unwrap_or(Value::Null)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (status, error)
+}
+
 /// An upgrade whose request arrives while the node is stopping: the connection was accepted
 /// before, its request head completes after.
 async fn server_shutting_down() -> (u16, String) {
@@ -268,17 +322,9 @@ async fn server_shutting_down() -> (u16, String) {
     )
     .await
     .unwrap();
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw)).await;
+    let answer = read_answer(&mut tcp).await;
     drop(held);
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let error = serde_json::from_str::<Value>(body).unwrap_or(Value::Null)["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    (status, error)
+    answer
 }
 
 /// A cluster node asked for presence after its Redis went away.

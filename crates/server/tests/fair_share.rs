@@ -53,7 +53,11 @@ async fn peer_next(c: &mut Client) -> Result<Option<()>, ()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooders_are_slowed_alone_and_the_node_holds_no_more_than_their_budgets() {
-    let server = start(test_config()).await;
+    // The in-flight budgets alone: the byte rate, which would pace these flooders first, is
+    // the next test's.
+    let mut config = test_config();
+    config.limits.rate.bytes_per_second = 0;
+    let server = start(config).await;
     let mut chatting = pairs(&server, 5).await;
     // Two flooders: 60 KB messages, as fast as they can write, to receivers that never read.
     let mut flooders = Vec::new();
@@ -141,5 +145,75 @@ async fn flooders_are_slowed_alone_and_the_node_holds_no_more_than_their_budgets
         server.metric("natter_inflight_bytes").await,
         0.0,
         "every share came back once the acks were queued"
+    );
+}
+
+/// Over `limits.rate.bytes_per_second` a connection is paced, not refused: its socket is not read
+/// until its average is back under the rate, so its messages are all accepted, at the rate;
+/// meanwhile a chatting pair keeps its round trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_over_its_byte_rate_is_paced_not_refused() {
+    const RATE: usize = 512 * 1024;
+    const N: usize = 40;
+    let mut config = test_config();
+    config.limits.rate.bytes_per_second = RATE;
+    config.limits.rate.burst_bytes = 128 * 1024;
+    let server = start(config).await;
+    let mut chatting = pairs(&server, 1).await;
+    let before = median_round_trip(&mut chatting[0], "peer0", "b", 20).await;
+
+    let _sink = common::raw_silent_client(server.addr, "sink", "p").await;
+    let flooder = server.connect("flood", "p").await;
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let (mut tx, mut rx) = flooder.ws.split();
+        let big = "f".repeat(60 * 1024);
+        let sending = async move {
+            for i in 0..N {
+                let frame =
+                    format!(r#"{{"receiver_id":"sink","local_id":"f{i}","content":"{big}"}}"#);
+                tx.send(Message::text(frame)).await.unwrap();
+            }
+            tx
+        };
+        let reading = async move {
+            let (mut acks, mut refused) = (0, 0);
+            while acks + refused < N {
+                let Some(Ok(Message::Text(t))) = rx.next().await else {
+                    continue;
+                };
+                let m: natter_protocol::Msg = serde_json::from_str(&t).unwrap();
+                if m.msg_type == msg_type::REC_RESP {
+                    if m.content_type == content_type::ERROR {
+                        refused += 1;
+                    } else {
+                        acks += 1;
+                    }
+                }
+            }
+            (acks, refused)
+        };
+        let (_tx, counts) = tokio::join!(sending, reading);
+        counts
+    });
+    let during = median_round_trip(&mut chatting[0], "peer0", "d", 20).await;
+    let (acks, refused) = tokio::time::timeout(Duration::from_secs(60), flood)
+        .await
+        .expect("the flood completes")
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!((acks, refused), (N, 0), "paced, not refused");
+    // 40 messages of 60 KiB past a burst of 128 KiB, at 512 KiB/s: at least 4.4 s.
+    let least = Duration::from_secs_f64((N * 60 * 1024 - 128 * 1024) as f64 / RATE as f64);
+    assert!(
+        took >= least.mul_f64(0.95),
+        "{took:?} for the flood, less than {least:?}"
+    );
+    assert!(server.metric("natter_rate_paced_total").await > 0.0);
+    assert!(
+        during <= before * 10 + Duration::from_millis(5),
+        "median round trip {during:?} beside the paced sender, {before:?} before"
     );
 }

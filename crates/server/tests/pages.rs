@@ -61,3 +61,74 @@ async fn large_histories_come_in_bounded_pages(backend: Backend) {
     bob.assert_silent(std::time::Duration::from_millis(200))
         .await;
 }
+
+/// Scenario c) of the fair-share issue: readers of one user's history that never read their
+/// responses. At most `limits.http.reads_per_user` (4) pages are held for them (the user's
+/// other reads get 429 meanwhile), and a response nobody reads is dropped after
+/// `limits.http.write_timeout` without progress, after which the user reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_history_readers_hold_few_pages_and_are_cut_off() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+    let mut config = common::test_config();
+    config.limits.http.write_timeout = WRITE_TIMEOUT;
+    let server = start(config).await;
+    let mut alice = server.connect("alice", "p").await;
+    let big = "h".repeat(60 * 1024);
+    for i in 0..40 {
+        alice.send_msg("bob", &format!("l{i}"), &big).await;
+        while alice.recv().await.msg_type != msg_type::REC_RESP {}
+    }
+
+    let started = std::time::Instant::now();
+    let mut readers = Vec::new();
+    let request = "GET /api/v1/messages?user_id=bob&limit=1000 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for _ in 0..4 {
+        // Eight pages of 1 MiB asked at once, never read: more than the kernel's buffers take,
+        // so the server's writes to this connection soon wait, each holding one of bob's reads.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut tcp = socket.connect(server.addr).await.unwrap();
+        tcp.write_all(request.repeat(8).as_bytes()).await.unwrap();
+        readers.push(tcp);
+    }
+    // Bob is at his limit while those pages wait...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while started.elapsed() < WRITE_TIMEOUT - Duration::from_millis(500) {
+        let (status, body) = server.get("/api/v1/messages?user_id=bob&limit=1").await;
+        assert_eq!(status, 429, "{body}");
+        assert!(body.contains("rate_limited"), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ... and reads again once they have been dropped, 3 s after they stopped progressing.
+    let again = loop {
+        let (status, body) = server.get("/api/v1/messages?user_id=bob&limit=1").await;
+        match status {
+            429 => {}
+            200 => break started.elapsed(),
+            other => panic!("{other}: {body}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(again >= WRITE_TIMEOUT, "read again after {again:?}");
+    // The stuck connections were closed by the server, their answers cut short: once they all
+    // stalled (within the first half second) and a write timeout passed, reading them reaches
+    // their end, short of the eight pages asked for.
+    tokio::time::sleep(
+        (started + WRITE_TIMEOUT + Duration::from_secs(1))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    for mut tcp in readers {
+        let mut got = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+        assert!(end.is_ok(), "a stuck reader's connection is still open");
+        assert!(
+            got.len() < 7 * 1024 * 1024,
+            "{} bytes: about every page arrived",
+            got.len()
+        );
+    }
+}

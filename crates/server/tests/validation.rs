@@ -5,6 +5,8 @@
 #[macro_use]
 mod common;
 
+use std::time::Duration;
+
 use common::{Backend, Client, config_for, start};
 use natter_protocol::{content_type, msg_type};
 use serde_json::json;
@@ -113,24 +115,67 @@ async fn the_http_api_refuses_invalid_ids() {
     }
 }
 
-/// A member list longer than a group may be is refused before any work on it (its first id,
-/// invalid, is never looked at), and a notice names a bounded number of users.
-#[tokio::test]
+/// Scenario a) of the fair-share issue: member lists longer than a group may be, sent by two
+/// callers at once with the default limits, are refused before any work on them (their first
+/// id, invalid, is never looked at) and in little time, while the node keeps answering; a body
+/// larger than the longest list can be is refused unread. A notice names a bounded number of
+/// users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_sizes_are_checked_first_and_notices_stay_small() {
+    let server = start(common::test_config()).await;
+    let mut ids: Vec<String> = vec!["g_not_a_user".into()];
+    ids.extend((0..150_000).map(|i| format!("u{i}")));
+    let huge = json!({"name": "huge", "members": ids});
+    let started = std::time::Instant::now();
+    let create = |user: &'static str| {
+        let (addr, body) = (server.addr, huge.clone());
+        tokio::spawn(async move {
+            let path = format!("/api/v1/groups?user_id={user}");
+            common::http_request(addr, "POST", &path, Some(body)).await
+        })
+    };
+    let (first, second) = (create("o1"), create("o2"));
+    let health = std::time::Instant::now();
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let health = health.elapsed();
+    for answer in [first.await.unwrap(), second.await.unwrap()] {
+        assert_eq!(answer.0, 409, "{}", answer.1);
+        assert!(answer.1.contains("group_full"), "{}", answer.1);
+    }
+    // Debug build, two cores shared with the test client: generous bounds, far below the
+    // seconds a quadratic check took.
+    assert!(health < Duration::from_secs(1), "/healthz took {health:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusals took {:?}",
+        started.elapsed()
+    );
+
     let mut config = common::test_config();
     config.groups.max_members = 1000;
     let server = start(config).await;
-    let mut ids: Vec<String> = vec!["g_not_a_user".into()];
-    ids.extend((0..150_000).map(|i| format!("u{i}")));
-    let (status, body) = server
-        .request(
-            "POST",
-            "/api/v1/groups?user_id=o",
-            Some(json!({"name": "huge", "members": ids})),
-        )
-        .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(body.contains("group_full"), "{body}");
+    // The head alone, declaring the huge body: the answer comes before any of it is sent.
+    let length = huge.to_string().len();
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/groups?user_id=o HTTP/1.1\r\nHost: localhost\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer),
+    )
+    .await
+    .expect("answered without the body")
+    .unwrap();
+    let body = String::from_utf8_lossy(&answer);
+    assert!(body.starts_with("HTTP/1.1 413"), "{body}");
+    assert!(body.contains("body_too_large"), "{body}");
 
     // 999 members (and the owner): the "created" notice names the first 100 and counts all.
     let members: Vec<String> = (0..999).map(|i| format!("m{i}")).collect();

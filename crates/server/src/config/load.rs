@@ -81,8 +81,14 @@ impl Config {
         if self.limits.max_connections_per_user == 0 {
             return invalid("limits.max_connections_per_user", "must be at least 1");
         }
-        if self.limits.handshake_timeout.is_zero() {
-            return invalid("limits.handshake_timeout", "must be greater than zero");
+        for (key, value) in [
+            ("limits.handshake_timeout", self.limits.handshake_timeout),
+            ("limits.http.body_timeout", self.limits.http.body_timeout),
+            ("limits.http.write_timeout", self.limits.http.write_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(key, "must be greater than zero");
+            }
         }
         let rate = &self.limits.rate;
         if !(rate.per_second >= 0.0 && rate.per_second.is_finite()) {
@@ -99,6 +105,56 @@ impl Config {
         }
         if rate.close_after == 0 {
             return invalid("limits.rate.close_after", "must be at least 1");
+        }
+        if rate.bytes_per_second > 0 && rate.burst_bytes < self.limits.max_message_size {
+            return invalid(
+                "limits.rate.burst_bytes",
+                "must be at least limits.max_message_size when limits.rate.bytes_per_second is on",
+            );
+        }
+        let http = &self.limits.http;
+        if !(http.per_second >= 0.0 && http.per_second.is_finite()) {
+            return invalid(
+                "limits.http.per_second",
+                "must be 0 (off) or a positive number",
+            );
+        }
+        if http.per_second > 0.0 && http.burst == 0 {
+            return invalid(
+                "limits.http.burst",
+                "must be at least 1 when the limit is on",
+            );
+        }
+        if http.reads_per_user == 0 {
+            return invalid("limits.http.reads_per_user", "must be at least 1");
+        }
+        if http.max_connections == 0 {
+            return invalid("limits.http.max_connections", "must be at least 1");
+        }
+        for (key, value) in [
+            ("limits.http.body_timeout", http.body_timeout),
+            ("limits.http.write_timeout", http.write_timeout),
+            ("limits.handshake_timeout", self.limits.handshake_timeout),
+            ("shutdown.timeout", self.shutdown.timeout),
+            ("auth.leeway", self.auth.leeway),
+            ("heartbeat.timeout", self.heartbeat.timeout),
+        ] {
+            if value > Duration::from_secs(24 * 3600) {
+                return invalid(key, "must be at most 24h");
+            }
+        }
+        for (key, value) in [
+            ("limits.max_message_size", self.limits.max_message_size),
+            ("limits.inflight_bytes", self.limits.inflight_bytes),
+            ("storage.batch_bytes", self.storage.batch_bytes),
+            (
+                "websocket.max_write_buffer_size",
+                self.websocket.max_write_buffer_size,
+            ),
+        ] {
+            if value > 1 << 30 {
+                return invalid(key, "must be at most 1 GiB");
+            }
         }
         match (self.auth.algorithm, self.auth.public_key_file.is_empty()) {
             (TokenAlgorithm::HS256, false) => {

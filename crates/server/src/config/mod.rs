@@ -191,8 +191,30 @@ pub struct LimitsConfig {
     /// Time a client has to send its complete HTTP request head (slow-loris guard).
     #[serde(deserialize_with = "duration")]
     pub handshake_timeout: Duration,
-    /// Per-connection message rate limit (token bucket).
+    /// Per-connection rate limits (token buckets of messages and of bytes).
     pub rate: RateLimitConfig,
+    /// Limits of the HTTP API and of HTTP connections.
+    pub http: HttpLimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimitsConfig {
+    /// API requests per second one user may make on this node on average; 0 turns it off.
+    pub per_second: f64,
+    /// API requests one user may make in a burst above the average.
+    pub burst: u32,
+    /// History reads (`GET /api/v1/messages`) one user may have running at once on this node.
+    pub reads_per_user: usize,
+    /// HTTP connections this node serves at once before their upgrade to WebSocket (or for
+    /// plain API calls); past it, new connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's whole body.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    /// Time one write of a response may wait for a client that does not read.
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +226,11 @@ pub struct RateLimitConfig {
     pub burst: u32,
     /// Refused messages in a row after which the connection is closed with 4005.
     pub close_after: u32,
+    /// Bytes per second a connection may send on average; past it the server reads nothing
+    /// more from it until the average is back (it is slowed, not refused). 0 turns it off.
+    pub bytes_per_second: usize,
+    /// Bytes a connection may send in a burst above the average.
+    pub burst_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,9 +291,24 @@ impl Default for AuthConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
-            per_second: 0.0,
-            burst: 100,
+            per_second: 200.0,
+            burst: 500,
             close_after: 100,
+            bytes_per_second: 1024 * 1024,
+            burst_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for HttpLimitsConfig {
+    fn default() -> Self {
+        HttpLimitsConfig {
+            per_second: 20.0,
+            burst: 100,
+            reads_per_user: 4,
+            max_connections: 10_000,
+            body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -291,6 +333,7 @@ impl Default for LimitsConfig {
             max_connections_per_user: 32,
             handshake_timeout: Duration::from_secs(10),
             rate: RateLimitConfig::default(),
+            http: HttpLimitsConfig::default(),
         }
     }
 }

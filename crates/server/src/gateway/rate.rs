@@ -1,25 +1,29 @@
-//! The per-connection rate limit (`limits.rate`): a token bucket that refuses messages over the
-//! rate and closes the connection on sustained abuse.
+//! The per-connection rate limits (`limits.rate`): a token bucket of messages that refuses
+//! messages over the rate and closes the connection on sustained abuse, and a token bucket of
+//! bytes that paces the connection instead: over it, the server stops reading the socket until
+//! the bucket has refilled (TCP backpressure on that client alone, nothing refused).
+
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::RateLimitConfig;
+use crate::{config::RateLimitConfig, limits::Bucket};
 
-/// A token bucket per connection (`limits.rate`).
+/// Both limits of one connection.
 #[derive(Debug)]
 pub(super) struct RateLimiter {
-    pub(super) per_second: f64,
-    pub(super) burst: f64,
-    pub(super) tokens: f64,
-    pub(super) last: Instant,
+    messages: Option<Bucket>,
+    bytes: Option<Bucket>,
     /// Refused messages since the last accepted one.
-    pub(super) strikes: u32,
-    pub(super) close_after: u32,
+    strikes: u32,
+    close_after: u32,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Rate {
-    Allow,
+    /// Accept the message; if the duration is not zero, read nothing more from the socket
+    /// until it has passed.
+    Allow(Duration),
     /// Refuse this message with an error reply.
     Refuse,
     /// Sustained abuse: close the connection (4005).
@@ -27,60 +31,86 @@ pub(super) enum Rate {
 }
 
 impl RateLimiter {
-    pub(super) fn new(cfg: &RateLimitConfig) -> Option<RateLimiter> {
-        (cfg.per_second > 0.0).then(|| RateLimiter {
-            per_second: cfg.per_second,
-            burst: f64::from(cfg.burst),
-            tokens: f64::from(cfg.burst),
-            last: Instant::now(),
-            strikes: 0,
-            close_after: cfg.close_after,
+    pub(super) fn new(cfg: &RateLimitConfig) -> Option<Box<RateLimiter>> {
+        let now = Instant::now();
+        let messages = Bucket::new(cfg.per_second, f64::from(cfg.burst), now);
+        let bytes = Bucket::new(cfg.bytes_per_second as f64, cfg.burst_bytes as f64, now);
+        (messages.is_some() || bytes.is_some()).then(|| {
+            Box::new(RateLimiter {
+                messages,
+                bytes,
+                strikes: 0,
+                close_after: cfg.close_after,
+            })
         })
     }
 
-    pub(super) fn check(&mut self, now: Instant) -> Rate {
-        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.strikes = 0;
-            return Rate::Allow;
+    /// Counts a message of `len` bytes arriving at `now`.
+    pub(super) fn check(&mut self, len: usize, now: Instant) -> Rate {
+        if let Some(messages) = &mut self.messages
+            && !messages.take_one(now)
+        {
+            self.strikes += 1;
+            return if self.strikes >= self.close_after {
+                Rate::Close
+            } else {
+                Rate::Refuse
+            };
         }
-        self.strikes += 1;
-        if self.strikes >= self.close_after {
-            Rate::Close
-        } else {
-            Rate::Refuse
-        }
+        self.strikes = 0;
+        let pause = self
+            .bytes
+            .as_mut()
+            .map_or(Duration::ZERO, |bytes| bytes.take_debt(len, now));
+        Rate::Allow(pause)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    #[test]
-    pub(super) fn token_bucket_allows_burst_then_refuses_then_closes() {
-        let cfg = RateLimitConfig {
-            per_second: 10.0,
-            burst: 5,
+    fn config(per_second: f64, burst: u32, bytes_per_second: usize) -> RateLimitConfig {
+        RateLimitConfig {
+            per_second,
+            burst,
             close_after: 3,
-        };
-        let mut rl = RateLimiter::new(&cfg).unwrap();
-        let t0 = rl.last;
-        for _ in 0..5 {
-            assert_eq!(rl.check(t0), Rate::Allow);
+            bytes_per_second,
+            burst_bytes: 1000,
         }
-        assert_eq!(rl.check(t0), Rate::Refuse);
-        assert_eq!(rl.check(t0), Rate::Refuse);
+    }
+
+    #[test]
+    fn message_bucket_allows_burst_then_refuses_then_closes() {
+        let mut rl = RateLimiter::new(&config(10.0, 5, 0)).unwrap();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(rl.check(10, t0), Rate::Allow(Duration::ZERO));
+        }
+        assert_eq!(rl.check(10, t0), Rate::Refuse);
+        assert_eq!(rl.check(10, t0), Rate::Refuse);
         // 100 ms later one token is back; an accepted message clears the strikes.
-        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Allow);
-        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Refuse);
-        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Refuse);
-        assert_eq!(rl.check(t0 + Duration::from_millis(100)), Rate::Close);
-        assert!(RateLimiter::new(&RateLimitConfig::default()).is_none());
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(rl.check(10, t1), Rate::Allow(Duration::ZERO));
+        assert_eq!(rl.check(10, t1), Rate::Refuse);
+        assert_eq!(rl.check(10, t1), Rate::Refuse);
+        assert_eq!(rl.check(10, t1), Rate::Close);
+    }
+
+    #[test]
+    fn byte_bucket_paces_instead_of_refusing() {
+        // 1,000 bytes a second, a burst of 1,000: the burst passes, then each message waits
+        // for its bytes; nothing is refused.
+        let mut rl = RateLimiter::new(&config(0.0, 1, 1000)).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(rl.check(1000, t0), Rate::Allow(Duration::ZERO));
+        assert_eq!(rl.check(500, t0), Rate::Allow(Duration::from_millis(500)));
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(rl.check(250, t1), Rate::Allow(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn both_off_is_no_limiter() {
+        assert!(RateLimiter::new(&config(0.0, 1, 0)).is_none());
     }
 }

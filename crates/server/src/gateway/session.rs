@@ -39,7 +39,9 @@ pub(super) struct Session {
     pub(super) last_seen: Instant,
     /// When the token expires: the connection is closed with 4002 then.
     pub(super) expiry: Option<Pin<Box<Sleep>>>,
-    pub(super) limiter: Option<RateLimiter>,
+    pub(super) limiter: Option<Box<RateLimiter>>,
+    /// Set while the connection is over its byte rate: nothing is read from it until then.
+    pub(super) paused: Option<Pin<Box<Sleep>>>,
     /// What this connection may have in flight before the server stops reading it; made at
     /// its first message (most connections only receive: an idle one stays small).
     pub(super) budget: Option<Box<Budget>>,
@@ -93,6 +95,7 @@ impl Session {
             last_seen: Instant::now(),
             expiry,
             limiter,
+            paused: None,
             budget: None,
             replayed: (0, 0),
             _guard: guard,
@@ -159,11 +162,12 @@ impl Session {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                frame = self.socket.recv() => {
+                frame = self.socket.recv(), if self.paused.is_none() => {
                     if let Some(exit) = self.on_frame(frame).await {
                         return exit;
                     }
                 }
+                () = until(&mut self.paused) => self.paused = None,
                 () = self.outbox.ready() => {
                     if let Some(exit) = self.flush_outbox().await {
                         return exit;
@@ -222,8 +226,13 @@ impl Session {
 
     pub(super) async fn on_text(&mut self, text: &str) {
         if let Some(limiter) = &mut self.limiter {
-            match limiter.check(Instant::now()) {
-                Rate::Allow => {}
+            let now = Instant::now();
+            match limiter.check(text.len(), now) {
+                Rate::Allow(pause) if pause.is_zero() => {}
+                Rate::Allow(pause) => {
+                    self.state.metrics.paced.increment(1);
+                    self.paused = Some(Box::pin(tokio::time::sleep_until(now + pause)));
+                }
                 Rate::Refuse => {
                     let local_id = decode_client_msg(text)
                         .map(|m| m.local_id)

@@ -3,18 +3,22 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, RawQuery, State, rejection::JsonRejection},
+    extract::{Path, RawQuery, State},
     http::StatusCode,
+    response::Response,
     routing::{get, post, put},
 };
 use natter_protocol::HttpError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, PAGE_BYTES, groups, has_more, valid_id, valid_user};
+use super::{
+    ApiError, Caller, HistoryQuery,
+    body::{ApiBody, Body, member_list_bytes},
+    groups, history_page, valid_id, valid_user,
+};
 use crate::{
     groups::{GroupError, Notice},
-    query::query_param,
     state::AppState,
     store::{MyGroup, Role, Stream},
 };
@@ -56,11 +60,6 @@ impl From<GroupError> for ApiError {
     }
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    json.map(|Json(t)| t)
-        .map_err(|e| ApiError::new(HttpError::InvalidRequest, e.body_text()))
-}
-
 async fn announce(state: &AppState, notice: Notice) {
     if let Some(cluster) = &state.cluster {
         cluster.members_changed(&notice.msg.receiver_id);
@@ -76,14 +75,19 @@ struct CreateGroup {
     members: Vec<String>,
 }
 
+impl ApiBody for CreateGroup {
+    fn max_bytes(config: &crate::Config) -> usize {
+        member_list_bytes(config)
+    }
+}
+
 /// `POST /api/v1/groups {"name", "members": [...]}` → 201: the caller owns the new group.
 async fn create(
     State(state): State<AppState>,
     who: Caller,
-    json: Result<Json<CreateGroup>, JsonRejection>,
+    Body(req): Body<CreateGroup>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (user, groups) = (who.user, groups(&state)?);
-    let req = body(json)?;
     let (group, members, notice) = groups.create(&user, &req.name, &req.members).await?;
     announce(&state, notice).await;
     Ok((
@@ -129,16 +133,17 @@ struct Rename {
     name: String,
 }
 
+impl ApiBody for Rename {}
+
 /// `PATCH /api/v1/groups/{id} {"name"}`: owner or admin.
 async fn rename(
     State(state): State<AppState>,
     who: Caller,
     Path(group_id): Path<String>,
-    json: Result<Json<Rename>, JsonRejection>,
+    Body(req): Body<Rename>,
 ) -> Result<Json<Value>, ApiError> {
     valid_id(&group_id, "group id")?;
     let (user, groups) = (who.user, groups(&state)?);
-    let req = body(json)?;
     let notice = groups.rename(&group_id, &user, &req.name).await?;
     announce(&state, notice).await;
     Ok(Json(json!({ "group_id": group_id, "name": req.name })))
@@ -163,16 +168,21 @@ struct AddMembers {
     members: Vec<String>,
 }
 
+impl ApiBody for AddMembers {
+    fn max_bytes(config: &crate::Config) -> usize {
+        member_list_bytes(config)
+    }
+}
+
 /// `POST /api/v1/groups/{id}/members {"members": [...]}`: owner or admin.
 async fn add(
     State(state): State<AppState>,
     who: Caller,
     Path(group_id): Path<String>,
-    json: Result<Json<AddMembers>, JsonRejection>,
+    Body(req): Body<AddMembers>,
 ) -> Result<Json<Value>, ApiError> {
     valid_id(&group_id, "group id")?;
     let (user, groups) = (who.user, groups(&state)?);
-    let req = body(json)?;
     let (added, notice) = groups.add(&group_id, &user, &req.members).await?;
     if let Some(notice) = notice {
         announce(&state, notice).await;
@@ -201,17 +211,18 @@ struct SetRole {
     role: Role,
 }
 
+impl ApiBody for SetRole {}
+
 /// `PUT /api/v1/groups/{id}/members/{user}/role {"role": "admin" | "member"}`: owner only.
 async fn set_role(
     State(state): State<AppState>,
     who: Caller,
     Path((group_id, member)): Path<(String, String)>,
-    json: Result<Json<SetRole>, JsonRejection>,
+    Body(req): Body<SetRole>,
 ) -> Result<Json<Value>, ApiError> {
     valid_id(&group_id, "group id")?;
     valid_user(&member, "user id")?;
     let (user, groups) = (who.user, groups(&state)?);
-    let req = body(json)?;
     let notice = groups.set_role(&group_id, &user, &member, req.role).await?;
     announce(&state, notice).await;
     Ok(Json(json!({ "user_id": member, "role": req.role })))
@@ -224,38 +235,25 @@ async fn messages(
     who: Caller,
     Path(group_id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     valid_id(&group_id, "group id")?;
     let (user, groups) = (who.user, groups(&state)?);
     let (members, _) = groups.membership(&group_id, &user).await?;
-    let q = query.as_deref();
-    let invalid = |what: &str| ApiError::new(HttpError::InvalidQuery, what);
-    let after = match query_param(q, "after_seq") {
-        None => 0,
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| invalid("after_seq is a non-negative integer"))?,
-    };
-    let limit = match query_param(q, "limit") {
-        None => 100,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| invalid("limit is 1 to 1000"))?,
-    };
+    let HistoryQuery { after, limit } = HistoryQuery::parse(query.as_deref(), "after_seq")?;
     let joined = members.joined.get(&user).copied().unwrap_or(0);
     let from = if groups.config().new_members_see_history {
         after
     } else {
         after.max(joined)
     };
-    let messages = groups
-        .store()
-        .page(&group_id, Stream::Inbox, from, limit, PAGE_BYTES)
-        .await?;
-    let has_more = has_more(&state, &messages, limit);
-    Ok(Json(json!({ "messages": messages, "has_more": has_more })))
+    history_page(
+        &state,
+        &user,
+        groups.store(),
+        &group_id,
+        Stream::Inbox,
+        from,
+        limit,
+    )
+    .await
 }

@@ -10,12 +10,14 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures_util::StreamExt;
 use natter_protocol::{
-    HttpError,
+    HttpError, Msg,
     ids::{check_id, check_user_id},
 };
 use serde_json::json;
 
+mod body;
 mod groups;
 
 use crate::{
@@ -125,6 +127,13 @@ impl FromRequestParts<AppState> for Caller {
             .identify(token, query_param(query, "user_id"))
             .map_err(|e| ApiError::new(e.reason(), e.detail()))?;
         valid_user(&identity.user, "the caller's user id")?;
+        if !state.limits.request(&identity.user) {
+            state.metrics.http_refused.increment(1);
+            return Err(ApiError::new(
+                HttpError::RateLimited,
+                "too many requests (limits.http.per_second): retry in a moment",
+            ));
+        }
         Ok(Caller {
             user: identity.user,
         })
@@ -196,40 +205,126 @@ fn groups(state: &AppState) -> Result<&Groups, ApiError> {
         .ok_or_else(|| ApiError::new(HttpError::StorageDisabled, "groups need storage"))
 }
 
+/// The query of a history page: `after` a sequence number, at most `limit` messages (default
+/// 100, at most 1000).
+pub(crate) struct HistoryQuery {
+    pub after: i64,
+    pub limit: u32,
+}
+
+impl HistoryQuery {
+    /// Reads `after_name` (default 0) and `limit` from the query string.
+    pub(crate) fn parse(q: Option<&str>, after_name: &str) -> Result<HistoryQuery, ApiError> {
+        let invalid = |what: String| ApiError::new(HttpError::InvalidQuery, what);
+        let after = match query_param(q, after_name) {
+            None => 0,
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| invalid(format!("{after_name} is a non-negative integer")))?,
+        };
+        let limit = match query_param(q, "limit") {
+            None => 100,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| invalid("limit is 1 to 1000".into()))?,
+        };
+        Ok(HistoryQuery { after, limit })
+    }
+}
+
+/// One page of `owner`'s `stream` for `caller`, serialised once, straight from the store's
+/// messages; at most `limits.http.reads_per_user` run at once per caller.
+pub(crate) async fn history_page(
+    state: &AppState,
+    caller: &str,
+    store: &Arc<dyn Store>,
+    owner: &str,
+    stream: Stream,
+    after: i64,
+    limit: u32,
+) -> Result<Response, ApiError> {
+    let reading = state.limits.read(caller).ok_or_else(|| {
+        state.metrics.http_refused.increment(1);
+        ApiError::new(
+            HttpError::RateLimited,
+            "too many history reads at once (limits.http.reads_per_user): wait for one to end",
+        )
+    })?;
+    let messages = store.page(owner, stream, after, limit, PAGE_BYTES).await?;
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        messages: &'a [Msg],
+        has_more: bool,
+    }
+    let page = Page {
+        has_more: has_more(state, &messages, limit),
+        messages: &messages,
+    };
+    let json = match serde_json::to_vec(&page) {
+        Ok(json) => axum::body::Bytes::from(json),
+        Err(e) => {
+            tracing::error!(error = %e, "a history page did not serialise");
+            return Err(ApiError::new(HttpError::StoreUnavailable, "try again"));
+        }
+    };
+    drop(messages);
+    // The read counts as running until its page has been handed to the socket (or the
+    // connection is dropped, at the latest after `limits.http.write_timeout`): a user's slow
+    // readers hold at most `reads_per_user` pages between them. The page goes in chunks, as
+    // the connection's write buffer takes them, and the read ends after the last one.
+    let length = json.len();
+    let chunks = (0..length).step_by(RESPONSE_CHUNK).map(move |at| {
+        Ok::<_, std::convert::Infallible>(json.slice(at..length.min(at + RESPONSE_CHUNK)))
+    });
+    let body = futures_util::stream::iter(chunks).chain(
+        futures_util::stream::once(async move { drop(reading) })
+            .filter_map(|()| std::future::ready(None)),
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// The pieces a history page is written in.
+const RESPONSE_CHUNK: usize = 64 * 1024;
+
 /// `GET /api/v1/messages?after_seq=N&limit=L` (inbox) or `?after_send_seq=N` (sent): messages
 /// in order, at most `limit` (default 100, at most 1000).
 async fn messages(
     State(state): State<AppState>,
     who: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = query.as_deref();
     let store = store(&state)?;
-    let number =
-        |name: &str| query_param(q, name).map(|v| v.parse::<i64>().ok().filter(|n| *n >= 0));
-    let (stream, after) = match (number("after_seq"), number("after_send_seq")) {
-        (None, None) => (Stream::Inbox, 0),
-        (Some(Some(n)), None) => (Stream::Inbox, n),
-        (None, Some(Some(n))) => (Stream::Sent, n),
-        _ => {
+    let stream = match (
+        query_param(q, "after_seq"),
+        query_param(q, "after_send_seq"),
+    ) {
+        (Some(_), Some(_)) => {
             return Err(ApiError::new(
                 HttpError::InvalidQuery,
-                "give after_seq or after_send_seq (non-negative integers), not both",
+                "give after_seq or after_send_seq, not both",
             ));
         }
+        (_, None) => Stream::Inbox,
+        (None, Some(_)) => Stream::Sent,
     };
-    let limit = match number("limit") {
-        None => 100,
-        Some(Some(n)) if (1..=1000).contains(&n) => n as u32,
-        Some(_) => {
-            return Err(ApiError::new(HttpError::InvalidQuery, "limit is 1 to 1000"));
-        }
+    let after_name = match stream {
+        Stream::Inbox => "after_seq",
+        Stream::Sent => "after_send_seq",
     };
-    let messages = store
-        .page(&who.user, stream, after, limit, PAGE_BYTES)
-        .await?;
-    let has_more = has_more(&state, &messages, limit);
-    Ok(Json(json!({ "messages": messages, "has_more": has_more })))
+    let HistoryQuery { after, limit } = HistoryQuery::parse(q, after_name)?;
+    history_page(&state, &who.user, store, &who.user, stream, after, limit).await
 }
 
 /// `GET /api/v1/seq`: the caller's last inbox `seq` and sent `send_seq`.
