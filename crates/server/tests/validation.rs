@@ -11,7 +11,10 @@ use common::{Backend, Client, config_for, start};
 use natter_protocol::{content_type, msg_type};
 use serde_json::json;
 
-on_both_stores!(bad_fields_are_refused_alone_and_bystanders_are_unaffected);
+on_both_stores!(
+    bad_fields_are_refused_alone_and_bystanders_are_unaffected,
+    a_message_the_store_refuses_fails_alone
+);
 
 /// Every reply of `c` up to and including the ack or error for `local_id`s, keyed by local_id.
 async fn replies(c: &mut Client, n: usize) -> Vec<natter_protocol::Msg> {
@@ -202,4 +205,95 @@ async fn group_sizes_are_checked_first_and_notices_stay_small() {
         "{} bytes",
         notice.content.len()
     );
+}
+
+/// Scenario d) of the fair-share issue, for what the decoder cannot see: a message the store
+/// itself refuses (here a constraint the test adds, matching the content "poison") fails alone.
+/// Its batch is committed in halves down to it, so its sender gets `store_unavailable` for it
+/// and every other message, the sender's and a bystander's sharing its batches, is stored, in
+/// order, with dense seqs.
+async fn a_message_the_store_refuses_fails_alone(backend: Backend) {
+    let config = config_for(backend).await;
+    let server = start(config.clone()).await;
+    match backend {
+        Backend::Sqlite => {
+            let log = format!("{}/natter-log.db", config.storage.path);
+            common::sql(
+                backend,
+                &log,
+                "CREATE TRIGGER poison BEFORE INSERT ON log_batches \
+                 WHEN instr(NEW.body, CAST('poison' AS BLOB)) > 0 \
+                 BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
+            )
+            .await;
+        }
+        Backend::Postgres => {
+            common::sql(
+                backend,
+                &config.storage.url,
+                "ALTER TABLE messages ADD CONSTRAINT poison CHECK (content NOT LIKE '%poison%')",
+            )
+            .await;
+        }
+    }
+    let mut mallory = server.connect("mallory", "p").await;
+    let mut alice = server.connect("alice", "p").await;
+    let mut bob = server.connect("bob", "p").await;
+    for i in 0..20 {
+        let content = if i % 5 == 2 { "poison" } else { "fine" };
+        mallory.send_msg("bob", &format!("m{i}"), content).await;
+        for j in 0..5 {
+            alice.send_msg("bob", &format!("a{i}-{j}"), "fine").await;
+        }
+    }
+    for reply in replies(&mut mallory, 20).await {
+        let i: usize = reply.local_id[1..].parse().unwrap();
+        if i % 5 == 2 {
+            assert_eq!(
+                reply.content_type,
+                content_type::ERROR,
+                "{}",
+                reply.local_id
+            );
+            assert!(
+                reply.content.starts_with("store_unavailable"),
+                "{}",
+                reply.content
+            );
+        } else {
+            assert_eq!(
+                reply.content_type,
+                content_type::DEFAULT,
+                "{}",
+                reply.content
+            );
+        }
+    }
+    for reply in replies(&mut alice, 100).await {
+        assert_eq!(
+            reply.content_type,
+            content_type::DEFAULT,
+            "{}",
+            reply.content
+        );
+    }
+    // Bob gets the 116 others, with dense seqs, each sender's in the order sent.
+    let mut last = std::collections::HashMap::new();
+    for seq in 1..=116 {
+        let m = bob.recv().await;
+        assert_eq!(m.seq, seq);
+        assert_eq!(m.content, "fine");
+        let order: (usize, usize) = match m.local_id.split_once('-') {
+            Some((i, j)) => (i[1..].parse().unwrap(), j.parse().unwrap()),
+            None => (m.local_id[1..].parse().unwrap(), 0),
+        };
+        if let Some(before) = last.insert(m.send_id.clone(), order) {
+            assert!(
+                before < order,
+                "{before:?} then {order:?} from {}",
+                m.send_id
+            );
+        }
+    }
+    bob.assert_silent(Duration::from_millis(200)).await;
 }

@@ -7,8 +7,11 @@
 //! session wait, which stops it reading its socket: backpressure reaches only the clients that
 //! send, never the ones that receive.
 //!
-//! If the commit fails, every sender of the batch gets an error reply (`store_unavailable`) and
-//! nothing is delivered; the next batch tries again, so the node recovers when the store does.
+//! If the commit fails because the store refused the data of a message, the batch is split in
+//! halves and each committed in turn, down to the one message that fails alone: its sender gets
+//! an error reply (`store_unavailable`) and every other message of the batch is stored. If the
+//! store is unavailable, every sender of the batch gets that reply and nothing is delivered; the
+//! next batch tries again, so the node recovers when the store does.
 
 mod admission;
 
@@ -24,7 +27,7 @@ use crate::{
     groups::Audience,
     hub::ConnId,
     metrics::Metrics,
-    store::{Appended, Store, StoreError},
+    store::{Appended, Store},
 };
 
 #[derive(Debug)]
@@ -57,7 +60,8 @@ enum Target {
 struct Committed {
     msgs: Vec<Msg>,
     targets: Vec<Target>,
-    result: Result<Vec<Appended>, StoreError>,
+    /// One per message, in order.
+    outcomes: Vec<Result<Appended, String>>,
     /// Held until the batch's acks are queued.
     inflight: Vec<Option<InFlight>>,
 }
@@ -182,23 +186,12 @@ async fn commit_loop(
             targets.push(s.target);
             inflight.push(s.inflight);
         }
-        let started = std::time::Instant::now();
-        let result = store.append(&msgs).await;
-        let took = started.elapsed();
-        metrics.store_commit_latency.record(took);
-        match &result {
-            Ok(_) => {
-                metrics.store_commits.increment(1);
-                metrics.store_messages.increment(msgs.len() as u64);
-            }
-            Err(_) => metrics.store_failures.increment(1),
-        }
-        tracing::trace!(messages = msgs.len(), ?took, "batch committed");
+        let outcomes = append_isolating(&*store, &msgs, &metrics).await;
         if committed
             .send(Committed {
                 msgs,
                 targets,
-                result,
+                outcomes,
                 inflight,
             })
             .await
@@ -209,58 +202,100 @@ async fn commit_loop(
     }
 }
 
+/// Stores `msgs`, in one transaction when it succeeds. When the store refuses the data of a
+/// message, the failed range is split in halves, committed left first (each sender's messages
+/// stay in order), down to the messages that fail alone. One outcome per message.
+async fn append_isolating(
+    store: &dyn Store,
+    msgs: &[Msg],
+    metrics: &Metrics,
+) -> Vec<Result<Appended, String>> {
+    let mut outcomes: Vec<Option<Result<Appended, String>>> = Vec::new();
+    outcomes.resize_with(msgs.len(), || None);
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::with_capacity(32);
+    ranges.push(0..msgs.len());
+    while let Some(range) = ranges.pop() {
+        let part = &msgs[range.clone()];
+        let started = std::time::Instant::now();
+        let result = store.append(part).await;
+        let took = started.elapsed();
+        metrics.store_commit_latency.record(took);
+        tracing::trace!(messages = part.len(), ?took, "batch committed");
+        match result {
+            Ok(appended) => {
+                metrics.store_commits.increment(1);
+                metrics.store_messages.increment(part.len() as u64);
+                for (slot, outcome) in outcomes[range].iter_mut().zip(appended) {
+                    *slot = Some(Ok(outcome));
+                }
+            }
+            Err(e) if part.len() > 1 && e.refused_the_data() => {
+                metrics.store_failures.increment(1);
+                tracing::warn!(error = %e, messages = part.len(), "the store refused a message of the batch: committing it in halves");
+                let middle = range.start + part.len() / 2;
+                ranges.push(middle..range.end);
+                ranges.push(range.start..middle);
+            }
+            Err(e) => {
+                metrics.store_failures.increment(1);
+                tracing::error!(error = %e, messages = part.len(), "store commit failed");
+                let e = e.to_string();
+                for slot in &mut outcomes[range] {
+                    *slot = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err("not committed".into())))
+        .collect()
+}
+
 async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<Delivery>) {
+    let refusal = Refusal {
+        reason: ErrorReason::StoreUnavailable,
+        detail: "the message could not be stored; send it again".into(),
+    };
     while let Some(Committed {
         msgs,
         targets,
-        result,
+        outcomes,
         inflight,
     }) = committed.recv().await
     {
-        match result {
-            Ok(outcomes) => {
-                for ((mut msg, target), outcome) in msgs.into_iter().zip(targets).zip(outcomes) {
-                    let original = match outcome {
-                        Appended::New { seq, send_seq } => {
-                            msg.seq = seq;
-                            msg.send_seq = send_seq;
-                            None
-                        }
-                        Appended::Duplicate(original) => Some(original),
-                    };
-                    match (target, original) {
-                        (Target::Direct(conn), None) => delivery.direct(msg, conn),
-                        (Target::Group(conn, audience), None) => {
-                            delivery.group(msg, audience, Some(conn))
-                        }
-                        (Target::Direct(conn) | Target::Group(conn, _), Some(original)) => {
-                            delivery.ack_duplicate(original, conn)
-                        }
-                        (Target::Notice(audience, done), original) => {
-                            // A notice has no local_id: it is never a duplicate.
-                            if original.is_none() {
-                                delivery.group(msg, audience, None);
-                            }
-                            let _ = done.send(Ok(()));
-                        }
-                    }
+        for ((mut msg, target), outcome) in msgs.into_iter().zip(targets).zip(outcomes) {
+            let original = match outcome {
+                Ok(Appended::New { seq, send_seq }) => {
+                    msg.seq = seq;
+                    msg.send_seq = send_seq;
+                    None
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, messages = msgs.len(), "store commit failed");
-                let refusal = Refusal {
-                    reason: ErrorReason::StoreUnavailable,
-                    detail: "the message could not be stored; send it again".into(),
-                };
-                for (msg, target) in msgs.iter().zip(targets) {
+                Ok(Appended::Duplicate(original)) => Some(original),
+                Err(e) => {
                     match target {
                         Target::Notice(_, done) => {
-                            let _ = done.send(Err(e.to_string()));
+                            let _ = done.send(Err(e));
                         }
                         Target::Direct(conn) | Target::Group(conn, _) => {
                             delivery.refuse(&msg.send_id, conn, &msg.local_id, &refusal)
                         }
                     }
+                    continue;
+                }
+            };
+            match (target, original) {
+                (Target::Direct(conn), None) => delivery.direct(msg, conn),
+                (Target::Group(conn, audience), None) => delivery.group(msg, audience, Some(conn)),
+                (Target::Direct(conn) | Target::Group(conn, _), Some(original)) => {
+                    delivery.ack_duplicate(original, conn)
+                }
+                (Target::Notice(audience, done), original) => {
+                    // A notice has no local_id: it is never a duplicate.
+                    if original.is_none() {
+                        delivery.group(msg, audience, None);
+                    }
+                    let _ = done.send(Ok(()));
                 }
             }
         }

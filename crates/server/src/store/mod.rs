@@ -141,6 +141,34 @@ pub enum StoreError {
     Backlog(i64),
 }
 
+impl StoreError {
+    /// Whether the store refused the data (a value out of range, a constraint, a value too
+    /// large), so that the same batch without one of its messages may succeed; rather than
+    /// being unavailable (connection, disk, corrupt files), where any batch would fail.
+    pub fn refused_the_data(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(e)) = self else {
+            return matches!(self, StoreError::Database(sqlx::Error::Encode(_)));
+        };
+        if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            // SQLSTATE classes: 22 data exception, 23 integrity constraint violation, 54
+            // program limit exceeded (a row or an index entry too large).
+            return ["22", "23", "54"]
+                .iter()
+                .any(|class| pg.code().starts_with(class));
+        }
+        if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            // Primary result codes (the low byte of an extended code): 18 SQLITE_TOOBIG,
+            // 19 SQLITE_CONSTRAINT, 20 SQLITE_MISMATCH, 25 SQLITE_RANGE.
+            let primary = e
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            return matches!(primary, Some(18 | 19 | 20 | 25));
+        }
+        false
+    }
+}
+
 /// The storage engine. Implementations are cheap to share (`Arc<dyn Store>`).
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a batch of stamped messages (`server_id`, `send_time`, `send_id` set) in one
