@@ -220,7 +220,7 @@ mod tests {
     use super::*;
 
     fn outbox() -> Arc<Outbox> {
-        Arc::new(Outbox::new(16))
+        Arc::new(Outbox::new(16, 1 << 20))
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Producers (any task routing a message) push already-serialised frames; the connection's own
 //! task drains everything queued in one go, writes it, and flushes once. A push never waits: when
-//! the queue is full the connection is marked closed as a slow consumer and the producer moves
-//! on, so one client that stops reading cannot slow anybody else down.
+//! the queue is full (in frames or in bytes) the connection is marked closed as a slow consumer
+//! and the producer moves on, so one client that stops reading cannot slow anybody else down,
+//! nor make the node hold more than the queue's bytes for it.
 //!
 //! This is a `std::sync::Mutex` around a `VecDeque` plus a `Notify`, rather than a tokio channel,
 //! because it costs nothing until the first message (an idle connection holds ~100 bytes here,
@@ -45,11 +46,14 @@ pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
     capacity: usize,
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outbound>,
+    /// Bytes of the frames queued.
+    bytes: usize,
     /// Set once; the owner closes the socket with this code after writing what is queued
     /// (for [`CloseCode::SlowConsumer`] it drops the queue instead).
     close: Option<CloseCode>,
@@ -65,11 +69,13 @@ pub enum PushError {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Outbox {
+    /// A queue of at most `capacity` frames and `max_bytes` bytes (a first frame always fits).
+    pub fn new(capacity: usize, max_bytes: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity,
+            max_bytes,
         }
     }
 
@@ -81,13 +87,16 @@ impl Outbox {
             if state.close.is_some() {
                 return Err(PushError::Closed);
             }
-            if state.queue.len() >= self.capacity {
+            let over_bytes = !state.queue.is_empty() && state.bytes + frame.len() > self.max_bytes;
+            if state.queue.len() >= self.capacity || over_bytes {
                 state.close = Some(CloseCode::SlowConsumer);
                 state.queue = VecDeque::new();
+                state.bytes = 0;
                 drop(state);
                 self.notify.notify_one();
                 return Err(PushError::Full);
             }
+            state.bytes += frame.len();
             state.queue.push_back(Outbound {
                 frame,
                 cursor,
@@ -126,6 +135,7 @@ impl Outbox {
     pub fn drain(&self, into: &mut VecDeque<Outbound>) -> Option<CloseCode> {
         let mut state = self.lock();
         std::mem::swap(&mut state.queue, into);
+        state.bytes = 0;
         state.close
     }
 
@@ -141,7 +151,7 @@ mod tests {
 
     #[test]
     fn full_queue_marks_slow_consumer_and_refuses_more() {
-        let outbox = Outbox::new(2);
+        let outbox = Outbox::new(2, 1024);
         outbox.push(Frame::from_static("1"), Cursor::None).unwrap();
         outbox.push(Frame::from_static("2"), Cursor::None).unwrap();
         assert_eq!(
@@ -158,8 +168,23 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_full_in_bytes_marks_slow_consumer() {
+        let outbox = Outbox::new(100, 10);
+        let frame = || Frame::from("123456".to_owned());
+        outbox.push(frame(), Cursor::None).unwrap();
+        assert_eq!(outbox.push(frame(), Cursor::None), Err(PushError::Full));
+        // A first frame larger than the bound is queued: a largest message always fits.
+        let outbox = Outbox::new(100, 2);
+        outbox.push(frame(), Cursor::None).unwrap();
+        let mut batch = VecDeque::new();
+        assert_eq!(outbox.drain(&mut batch), None);
+        batch.clear();
+        outbox.push(frame(), Cursor::None).unwrap();
+    }
+
+    #[test]
     fn drain_takes_everything_in_order() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(8, 1024);
         for i in 0..5u8 {
             outbox
                 .push(Frame::from(i.to_string()), Cursor::None)
@@ -176,7 +201,7 @@ mod tests {
 
     #[test]
     fn first_close_wins() {
-        let outbox = Outbox::new(1);
+        let outbox = Outbox::new(1, 1024);
         outbox.close(CloseCode::Replaced);
         outbox.close(CloseCode::GoingAway);
         assert_eq!(

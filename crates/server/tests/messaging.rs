@@ -217,10 +217,27 @@ async fn silent_connection_is_closed_after_heartbeat_timeout() {
     );
 }
 
+/// A queue bound in frames.
 #[tokio::test]
 async fn slow_consumer_is_disconnected_and_nobody_else_waits() {
     let mut config = test_config();
     config.limits.outbound_queue = 32;
+    slow_consumer_is_disconnected(config).await;
+}
+
+/// A queue bound in bytes: 1 MiB, whatever the number of frames.
+#[tokio::test]
+async fn slow_consumer_of_a_full_queue_in_bytes_is_disconnected() {
+    let mut config = test_config();
+    config.limits.outbound_queue = 100_000;
+    config.limits.outbound_bytes = 1024 * 1024;
+    slow_consumer_is_disconnected(config).await;
+}
+
+async fn slow_consumer_is_disconnected(mut config: natter::Config) {
+    // The flood goes as fast as the acks come back: the byte rate, which would pace it, is not
+    // what this test is about.
+    config.limits.rate.bytes_per_second = 0;
     let server = start(config).await;
     // `sink` never reads. `fast` does.
     let mut sink = server.connect("sink", "web").await;
@@ -245,7 +262,10 @@ async fn slow_consumer_is_disconnected_and_nobody_else_waits() {
     let _flooder = flood.await.unwrap();
     // The sink's queue overflowed and the server dropped it. Its socket buffers are full, so
     // the 4003 close frame reaches it only if it has room; otherwise the connection just ends.
-    let code = sink.closed().await;
+    // Well before its writes would time out (heartbeat.timeout, 90 s).
+    let code = tokio::time::timeout(Duration::from_secs(20), sink.closed())
+        .await
+        .expect("dropped for its full queue, not its write deadline");
     assert!(matches!(code, Some(4003) | None), "{code:?}");
     assert_eq!(
         server

@@ -75,6 +75,12 @@ impl Config {
         if self.limits.outbound_queue == 0 {
             return invalid("limits.outbound_queue", "must be at least 1");
         }
+        if self.limits.outbound_bytes < self.limits.max_message_size {
+            return invalid(
+                "limits.outbound_bytes",
+                "must be at least limits.max_message_size",
+            );
+        }
         if self.limits.max_connections == 0 {
             return invalid("limits.max_connections", "must be at least 1");
         }
@@ -146,6 +152,7 @@ impl Config {
         for (key, value) in [
             ("limits.max_message_size", self.limits.max_message_size),
             ("limits.inflight_bytes", self.limits.inflight_bytes),
+            ("limits.outbound_bytes", self.limits.outbound_bytes),
             ("storage.batch_bytes", self.storage.batch_bytes),
             (
                 "websocket.max_write_buffer_size",

@@ -179,6 +179,8 @@ pub struct LimitsConfig {
     pub max_message_size: usize,
     /// Messages waiting to be written to one connection; when full, the connection is closed (4003).
     pub outbound_queue: usize,
+    /// Bytes of messages waiting to be written to one connection, likewise.
+    pub outbound_bytes: usize,
     /// Messages one connection may have in flight (sent, not yet acked); past it the server
     /// stops reading that connection until acks come back.
     pub inflight_messages: usize,
@@ -327,6 +329,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_message_size: 64 * 1024,
             outbound_queue: 1024,
+            outbound_bytes: 4 * 1024 * 1024,
             inflight_messages: 256,
             inflight_bytes: 1024 * 1024,
             max_connections: 1_000_000,

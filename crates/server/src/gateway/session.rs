@@ -76,7 +76,8 @@ impl Session {
         });
         let limiter = RateLimiter::new(&state.config.limits.rate);
 
-        let outbox = Arc::new(Outbox::new(state.config.limits.outbound_queue));
+        let limits = &state.config.limits;
+        let outbox = Arc::new(Outbox::new(limits.outbound_queue, limits.outbound_bytes));
         let conn = state.hub.register(&user, &platform, outbox.clone());
         if state.sessions.is_shutting_down() {
             outbox.close(CloseCode::GoingAway);
