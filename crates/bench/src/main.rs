@@ -6,6 +6,8 @@
 //! - `pairs`: senders → receivers, unpaced with a window of unacknowledged messages, or paced at
 //!   a fixed total rate; `--devices` gives every receiver several connections (multi-device
 //!   fan-out); `--slow K` adds K receivers that never read while flooders write to them.
+//! - `hogs`: readers of a large history that never read it; the server's RSS while they hold
+//!   and after they close.
 //! - `disk`: no server; how long a small write plus fsync takes in a directory, which is what
 //!   every durable commit waits for. Read beside the storage figures: while the disk stalls for
 //!   200 ms, no store on it acknowledges anything.
@@ -16,6 +18,7 @@
 mod connect;
 mod disk;
 mod group;
+mod hogs;
 mod idle;
 mod message;
 mod net;
@@ -29,6 +32,7 @@ use crate::{
     connect::connect_rate,
     disk::disk,
     group::group_fanout,
+    hogs::{HogsConfig, Kind, hogs},
     idle::idle,
     net::Net,
     pairs::{PairsConfig, run_pairs},
@@ -125,6 +129,26 @@ enum Scenario {
         #[arg(long)]
         zero_create_time: bool,
     },
+    /// Readers of one user's large history that never read it: the server's RSS.
+    Hogs {
+        /// `replay` (WebSocket from since_seq=0) or `history` (HTTP pages).
+        #[arg(long, value_enum, default_value = "replay")]
+        kind: Kind,
+        #[arg(long, default_value_t = 30)]
+        readers: usize,
+        /// Messages in the user's inbox.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Content bytes per message.
+        #[arg(long, default_value_t = 60_000)]
+        size: usize,
+        /// Seconds the readers hold their connections.
+        #[arg(long, default_value_t = 10)]
+        hold: u64,
+        /// PID of the server, to read its RSS from /proc.
+        #[arg(long)]
+        server_pid: u32,
+    },
     /// Disk: write + fsync latency in a directory (no server).
     Disk {
         /// Directory to probe (the server's `storage.path`); a scratch file is made there.
@@ -200,6 +224,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 zero_create_time,
             };
             run_pairs(&net, cfg).await
+        }
+        Scenario::Hogs {
+            kind,
+            readers,
+            messages,
+            size,
+            hold,
+            server_pid,
+        } => {
+            let cfg = HogsConfig {
+                kind,
+                readers,
+                messages,
+                size,
+                hold: Duration::from_secs(hold),
+                pid: server_pid,
+            };
+            hogs(&net, cfg).await
         }
         Scenario::Disk {
             path,

@@ -23,6 +23,7 @@
 //! - [`ids`]: server message ids (UUIDv7, increasing within a node).
 //! - [`budget`]: what one connection may have in flight (messages, bytes) before it is slowed.
 //! - [`limits`]: token buckets; the HTTP API's per-user limits (rate, reads at once).
+//! - [`memory`]: the allocator's configuration, so memory comes back after a load.
 //! - [`sequencer`]: group commit of stored messages, then delivery in commit order.
 //! - [`store`]: the `Store` trait; SQLite and PostgreSQL over one schema.
 //! - [`groups`]: group membership (cached), rules, notifications; read fan-out.
@@ -46,6 +47,7 @@ pub mod http;
 pub mod hub;
 pub mod ids;
 pub mod limits;
+pub mod memory;
 pub mod messaging;
 pub mod metrics;
 pub mod outbox;

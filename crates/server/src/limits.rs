@@ -8,7 +8,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::Instant;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 
 use crate::config::HttpLimitsConfig;
 
@@ -71,8 +74,9 @@ impl Bucket {
 #[derive(Debug)]
 pub struct UserLimits {
     config: HttpLimitsConfig,
+    reads_per_user: usize,
     requests: Mutex<Requests>,
-    reads: Arc<Mutex<HashMap<String, usize>>>,
+    reads: Reads,
 }
 
 #[derive(Debug, Default)]
@@ -85,9 +89,10 @@ struct Requests {
 const PRUNE_AT_LEAST: usize = 1024;
 
 impl UserLimits {
-    pub fn new(config: HttpLimitsConfig) -> UserLimits {
+    pub fn new(config: HttpLimitsConfig, reads_per_user: usize) -> UserLimits {
         UserLimits {
             config,
+            reads_per_user,
             requests: Mutex::new(Requests {
                 buckets: HashMap::new(),
                 prune_at: PRUNE_AT_LEAST,
@@ -118,21 +123,47 @@ impl UserLimits {
             .take_one(now)
     }
 
-    /// A history read of `user`, unless `limits.http.reads_per_user` are running already.
+    /// A history read of `user`, unless `limits.reads_per_user` are running already.
     pub fn read(&self, user: &str) -> Option<ReadGuard> {
-        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-        let running = reads.entry(user.to_owned()).or_insert(0);
-        if *running >= self.config.reads_per_user {
-            return None;
-        }
-        *running += 1;
-        Some(ReadGuard {
-            reads: self.reads.clone(),
-            user: user.to_owned(),
-        })
+        let semaphore = self.semaphore(user);
+        let permit = semaphore.clone().try_acquire_owned().ok();
+        self.guard(user, semaphore, permit)
     }
 
-    /// Users with a read running (for tests and metrics).
+    /// A history read of `user`, once fewer than `limits.reads_per_user` are running
+    /// (a replay waits for its turn rather than failing).
+    pub async fn read_wait(&self, user: &str) -> ReadGuard {
+        let semaphore = self.semaphore(user);
+        let permit = semaphore.clone().acquire_owned().await.ok();
+        self.guard(user, semaphore, permit)
+            .expect("a user's read semaphore is never closed")
+    }
+
+    fn semaphore(&self, user: &str) -> Arc<Semaphore> {
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        reads
+            .entry(user.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.reads_per_user)))
+            .clone()
+    }
+
+    fn guard(
+        &self,
+        user: &str,
+        semaphore: Arc<Semaphore>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<ReadGuard> {
+        let guard = ReadGuard {
+            reads: self.reads.clone(),
+            user: user.to_owned(),
+            permit,
+        };
+        drop(semaphore);
+        // A refused read is dropped at once, forgetting the user if nothing else runs.
+        guard.permit.is_some().then_some(guard)
+    }
+
+    /// Users with a read running or waiting.
     pub fn users_reading(&self) -> usize {
         self.reads
             .lock()
@@ -141,21 +172,26 @@ impl UserLimits {
     }
 }
 
+type Reads = Arc<Mutex<HashMap<String, Arc<Semaphore>>>>;
+
 /// A running history read; dropping it counts the read out.
 #[derive(Debug)]
 pub struct ReadGuard {
-    reads: Arc<Mutex<HashMap<String, usize>>>,
+    reads: Reads,
     user: String,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for ReadGuard {
     fn drop(&mut self) {
         let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(running) = reads.get_mut(&self.user) {
-            *running -= 1;
-            if *running == 0 {
-                reads.remove(&self.user);
-            }
+        drop(self.permit.take());
+        // Only the map holds the semaphore: no read of this user runs or waits.
+        if reads
+            .get(&self.user)
+            .is_some_and(|semaphore| Arc::strong_count(semaphore) == 1)
+        {
+            reads.remove(&self.user);
         }
     }
 }
@@ -165,12 +201,12 @@ mod tests {
     use super::*;
 
     fn limits(per_second: f64, burst: u32, reads_per_user: usize) -> UserLimits {
-        UserLimits::new(HttpLimitsConfig {
+        let http = HttpLimitsConfig {
             per_second,
             burst,
-            reads_per_user,
             ..HttpLimitsConfig::default()
-        })
+        };
+        UserLimits::new(http, reads_per_user)
     }
 
     #[test]
@@ -193,6 +229,23 @@ mod tests {
         }
         let held = limits.requests.lock().unwrap().buckets.len();
         assert!(held < PRUNE_AT_LEAST * 2, "{held} buckets held");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_read_runs_when_one_ends() {
+        let limits = Arc::new(limits(0.0, 1, 1));
+        let first = limits.read("alice").unwrap();
+        let waiting = tokio::spawn({
+            let limits = limits.clone();
+            async move { limits.read_wait("alice").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        let second = waiting.await.unwrap();
+        assert!(limits.read("alice").is_none());
+        drop(second);
+        assert_eq!(limits.users_reading(), 0);
     }
 
     #[test]

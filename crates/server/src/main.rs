@@ -88,6 +88,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before the runtime's threads exist.
+    natter::memory::configure();
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;

@@ -99,7 +99,10 @@ impl Server {
             _ => None,
         };
         let state = AppState {
-            limits: Arc::new(UserLimits::new(config.limits.http.clone())),
+            limits: Arc::new(UserLimits::new(
+                config.limits.http.clone(),
+                config.limits.reads_per_user,
+            )),
             config: Arc::new(config),
             auth,
             hub,

@@ -63,7 +63,7 @@ async fn large_histories_come_in_bounded_pages(backend: Backend) {
 }
 
 /// Scenario c) of the fair-share issue: readers of one user's history that never read their
-/// responses. At most `limits.http.reads_per_user` (4) pages are held for them (the user's
+/// responses. At most `limits.reads_per_user` (4) pages are held for them (the user's
 /// other reads get 429 meanwhile), and a response nobody reads is dropped after
 /// `limits.http.write_timeout` without progress, after which the user reads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,4 +131,96 @@ async fn slow_history_readers_hold_few_pages_and_are_cut_off() {
             got.len()
         );
     }
+}
+
+/// Scenario b) of the fair-share issue: devices of one user that ask for a large history
+/// (`since_seq=0`) and never read it. Their replays take turns at the store
+/// (`limits.reads_per_user`), hold a page each, and are dropped once a page waits
+/// `heartbeat.timeout`; meanwhile another pair chats as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_nobody_reads_are_dropped_and_others_chat_meanwhile() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = common::test_config();
+    config.heartbeat.interval = Duration::from_secs(1);
+    config.heartbeat.timeout = Duration::from_secs(2);
+    // The inbox is filled as fast as the store takes it.
+    config.limits.rate.bytes_per_second = 0;
+    let server = start(config).await;
+    let mut alice = server.connect("alice", "p").await;
+    let big = "h".repeat(60 * 1024);
+    for i in 0..120 {
+        alice.send_msg("bob", &format!("l{i}"), &big).await;
+        while alice.recv().await.msg_type != msg_type::REC_RESP {}
+    }
+    let mut carol = server.connect("carol", "p").await;
+    let mut dave = server.connect("dave", "p").await;
+    let mut before = Vec::new();
+    for i in 0..20 {
+        before.push(round_trip(&mut carol, &mut dave, format!("b{i}")).await);
+    }
+
+    let mut replays = Vec::new();
+    for n in 0..10 {
+        // 7 MB of history into a tiny receive window, never read.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut tcp = socket.connect(server.addr).await.unwrap();
+        let request = format!(
+            "GET /ws/bob/conn/d{n}?since_seq=0 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        replays.push(tcp);
+    }
+    // Once the replays have filled what the kernel takes (a burst of some 40 MB of writes on a
+    // machine of two cores, shared with this test's clients), the pair chats as before.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut during = Vec::new();
+    for i in 0..20 {
+        during.push(round_trip(&mut carol, &mut dave, format!("d{i}")).await);
+    }
+    before.sort();
+    during.sort();
+    assert!(
+        during[10] <= before[10] * 10 + Duration::from_millis(20),
+        "median round trip {:?} beside the replays, {:?} before",
+        during[10],
+        before[10]
+    );
+    // Each replay stalls at once (its window is full) and is dropped 2 s later.
+    let started = std::time::Instant::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while server
+        .metric_if_rendered("natter_disconnects_total{reason=\"slow_consumer\"}")
+        .await
+        .unwrap_or(0.0)
+        < 10.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replays are still open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(15));
+    for mut tcp in replays {
+        let mut got = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+        assert!(end.is_ok(), "a dropped replay's connection is still open");
+        assert!(
+            got.len() < 7_000_000,
+            "{} bytes: the whole history arrived",
+            got.len()
+        );
+    }
+}
+
+/// The time from `c` sending to `d` (user "dave") until `d` has it.
+async fn round_trip(c: &mut Client, d: &mut Client, tag: String) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    c.send_msg("dave", &tag, "hi").await;
+    assert_eq!(d.recv().await.local_id, tag);
+    t.elapsed()
 }

@@ -131,8 +131,8 @@ impl Config {
                 "must be at least 1 when the limit is on",
             );
         }
-        if http.reads_per_user == 0 {
-            return invalid("limits.http.reads_per_user", "must be at least 1");
+        if self.limits.reads_per_user == 0 {
+            return invalid("limits.reads_per_user", "must be at least 1");
         }
         if http.max_connections == 0 {
             return invalid("limits.http.max_connections", "must be at least 1");

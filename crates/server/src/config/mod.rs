@@ -197,6 +197,9 @@ pub struct LimitsConfig {
     pub rate: RateLimitConfig,
     /// Limits of the HTTP API and of HTTP connections.
     pub http: HttpLimitsConfig,
+    /// History reads one user may have running at once on this node (HTTP history pages and
+    /// replays): more pages get HTTP 429, more replays wait for their turn.
+    pub reads_per_user: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,8 +209,6 @@ pub struct HttpLimitsConfig {
     pub per_second: f64,
     /// API requests one user may make in a burst above the average.
     pub burst: u32,
-    /// History reads (`GET /api/v1/messages`) one user may have running at once on this node.
-    pub reads_per_user: usize,
     /// HTTP connections this node serves at once before their upgrade to WebSocket (or for
     /// plain API calls); past it, new connections wait in the listen backlog.
     pub max_connections: usize,
@@ -307,7 +308,6 @@ impl Default for HttpLimitsConfig {
         HttpLimitsConfig {
             per_second: 20.0,
             burst: 100,
-            reads_per_user: 4,
             max_connections: 10_000,
             body_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
@@ -337,6 +337,7 @@ impl Default for LimitsConfig {
             handshake_timeout: Duration::from_secs(10),
             rate: RateLimitConfig::default(),
             http: HttpLimitsConfig::default(),
+            reads_per_user: 4,
         }
     }
 }

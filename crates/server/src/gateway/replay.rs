@@ -62,6 +62,9 @@ impl Session {
         for (stream, since) in streams {
             let Some(mut after) = since else { continue };
             loop {
+                // One of the user's reads at once (`limits.reads_per_user`), however many
+                // devices replay together: a replay waits for its turn.
+                let reading = self.state.limits.read_wait(&self.user).await;
                 let page = store
                     .page(&self.user, stream, after, REPLAY_PAGE, REPLAY_PAGE_BYTES)
                     .await
@@ -69,6 +72,7 @@ impl Session {
                         tracing::error!(error = %e, "replay failed");
                         Exit::Close(CloseCode::Internal)
                     })?;
+                drop(reading);
                 if page.is_empty() {
                     break;
                 }

@@ -237,7 +237,7 @@ impl HistoryQuery {
 }
 
 /// One page of `owner`'s `stream` for `caller`, serialised once, straight from the store's
-/// messages; at most `limits.http.reads_per_user` run at once per caller.
+/// messages; at most `limits.reads_per_user` run at once per caller.
 pub(crate) async fn history_page(
     state: &AppState,
     caller: &str,
@@ -251,7 +251,7 @@ pub(crate) async fn history_page(
         state.metrics.http_refused.increment(1);
         ApiError::new(
             HttpError::RateLimited,
-            "too many history reads at once (limits.http.reads_per_user): wait for one to end",
+            "too many history reads at once (limits.reads_per_user): wait for one to end",
         )
     })?;
     let messages = store.page(owner, stream, after, limit, PAGE_BYTES).await?;

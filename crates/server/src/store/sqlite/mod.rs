@@ -142,6 +142,11 @@ impl Default for Tuning {
     }
 }
 
+/// How long a read connection stays open unused. Each has a page cache of its own, filled by
+/// the reads it served (history pages, replays): closing it when the reads stop gives that
+/// memory back, so the node's memory returns to its idle size after a burst of reads.
+const READER_IDLE: Duration = Duration::from_secs(5);
+
 fn options(file: &Path, cache_kib: u32) -> Result<SqliteConnectOptions, sqlx::Error> {
     Ok(SqliteConnectOptions::from_str("sqlite://")?
         .filename(file)
@@ -174,6 +179,8 @@ impl SqliteStore {
         let archive = options(&archive_file, 65536)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .min_connections(0)
+            .idle_timeout(READER_IDLE)
             .connect_with(archive.clone())
             .await?;
         migrator(MIGRATIONS).await?.run(&pool).await?;
@@ -195,6 +202,8 @@ impl SqliteStore {
             .await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(2)
+            .min_connections(0)
+            .idle_timeout(READER_IDLE)
             .connect_with(log_options)
             .await?;
 
