@@ -97,6 +97,8 @@ pub enum HttpError {
     Forbidden,
     /// No such group.
     GroupNotFound,
+    /// No pending invitation of the caller to that group.
+    NotInvited,
     /// The server stores nothing (`storage.backend: none`).
     StorageDisabled,
     /// The group would exceed `groups.max_members`.
@@ -116,7 +118,7 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    pub const ALL: [HttpError; 28] = [
+    pub const ALL: [HttpError; 29] = [
         HttpError::InvalidId,
         HttpError::InvalidQuery,
         HttpError::InvalidRequest,
@@ -137,6 +139,7 @@ impl HttpError {
         HttpError::NotAMember,
         HttpError::Forbidden,
         HttpError::GroupNotFound,
+        HttpError::NotInvited,
         HttpError::StorageDisabled,
         HttpError::GroupFull,
         HttpError::TooManyGroups,
@@ -169,6 +172,7 @@ impl HttpError {
             HttpError::NotAMember => "not_a_member",
             HttpError::Forbidden => "forbidden",
             HttpError::GroupNotFound => "group_not_found",
+            HttpError::NotInvited => "not_invited",
             HttpError::StorageDisabled => "storage_disabled",
             HttpError::GroupFull => "group_full",
             HttpError::TooManyGroups => "too_many_groups",
@@ -197,7 +201,7 @@ impl HttpError {
             | HttpError::DevelopmentBehindProxy
             | HttpError::NotAMember
             | HttpError::Forbidden => 403,
-            HttpError::GroupNotFound | HttpError::StorageDisabled => 404,
+            HttpError::GroupNotFound | HttpError::NotInvited | HttpError::StorageDisabled => 404,
             HttpError::GroupFull | HttpError::TooManyGroups => 409,
             HttpError::BodyTooLarge => 413,
             HttpError::BodyTimeout => 408,

@@ -98,7 +98,7 @@ fn check_fields(msg: &Msg) -> Result<(), (ErrorReason, String)> {
 
 /// `msg_type` values only the server sends: group notices and acks.
 fn is_server_msg_type(t: i32) -> bool {
-    (msg_type::GROUP_CREATED..=msg_type::GROUP_ROLE_CHANGED).contains(&t) || t == msg_type::REC_RESP
+    (msg_type::GROUP_CREATED..=msg_type::GROUP_INVITED).contains(&t) || t == msg_type::REC_RESP
 }
 
 /// The `local_id` an error reply may carry back: the client's, if it is a valid one.

@@ -35,6 +35,9 @@ pub mod msg_type {
     pub const GROUP_MEMBER_REMOVED: i32 = 9;
     /// A member's role changed.
     pub const GROUP_ROLE_CHANGED: i32 = 10;
+    /// Users were invited (`groups.invite: accept`); they become members once they accept.
+    /// Delivered to the members and to the invitees.
+    pub const GROUP_INVITED: i32 = 11;
     /// Read receipt: `content` is the `server_id` of the last message read; every message from
     /// `receiver_id` to the reader up to it is marked read.
     pub const READ: i32 = 23;

@@ -163,7 +163,7 @@ fn expected(members: &[(String, Value)]) -> Result<Msg, ErrorReason> {
     if !id_ok(&msg.receiver_id) || !id_ok(&msg.local_id) || msg.content.contains('\0') {
         return Err(ErrorReason::InvalidMsg);
     }
-    if (2..=10).contains(&msg.msg_type) || msg.msg_type == 24 {
+    if (2..=11).contains(&msg.msg_type) || msg.msg_type == 24 {
         return Err(ErrorReason::UnsupportedMsgType);
     }
     if msg.content_type == 2 {

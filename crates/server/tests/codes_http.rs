@@ -230,6 +230,12 @@ async fn provoke_http(error: HttpError) -> (u16, String) {
             )
             .await
         }
+        HttpError::NotInvited => {
+            let server = start(test_config()).await;
+            let g = create_group(&server, "a", &[]).await;
+            let path = format!("/api/v1/invites/{g}/accept?user_id=b");
+            call(&server, "POST", &path, &[], None).await
+        }
         HttpError::StorageDisabled => {
             let mut config = test_config();
             config.storage.backend = StorageBackend::None;

@@ -269,7 +269,7 @@ async fn group_membership_and_the_groups_seq(backend: Backend) {
     };
     store.append(&[to_group(1), to_group(2)]).await.unwrap();
     let added = store
-        .add_members("g_team", &["m".to_string(), "n".to_string()])
+        .add_members("g_team", &["m".to_string(), "n".to_string()], true)
         .await
         .unwrap();
     assert_eq!(added, ["n"], "m was a member already");
@@ -297,17 +297,75 @@ async fn group_membership_and_the_groups_seq(backend: Backend) {
         (mine[0].group.name.as_str(), mine[0].role, mine[0].seq),
         ("crew", Role::Admin, 2)
     );
+    // Only chosen memberships count: the owner's and n's (added as having chosen it), not m's
+    // (a first member the owner named).
     let counts = store
-        .group_counts(&["m".to_string(), "n".to_string(), "z".to_string()])
+        .group_counts(&[
+            "m".to_string(),
+            "n".to_string(),
+            "o".to_string(),
+            "z".to_string(),
+        ])
         .await
         .unwrap();
-    assert_eq!((counts.get("m"), counts.get("z")), (Some(&1), None));
+    assert_eq!(
+        (
+            counts.get("m"),
+            counts.get("n"),
+            counts.get("o"),
+            counts.get("z")
+        ),
+        (None, Some(&1), Some(&1), None)
+    );
+
+    // Invitations: one per user and group; a user keeps the newest `keep`.
+    let (i1, i2) = ("i1".to_string(), "i2".to_string());
+    let invited = store
+        .invite("g_team", &[i1.clone(), i2.clone()], "o", 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(invited, [i1.clone(), i2.clone()]);
+    let again = store
+        .invite("g_team", std::slice::from_ref(&i1), "o", 11, 1)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "invited already");
+    let other = Group {
+        group_id: "g_other".into(),
+        name: "other".into(),
+        owner: "o".into(),
+        created_at: 2,
+    };
+    store
+        .create_group(&other, &[("o".to_string(), Role::Owner)])
+        .await
+        .unwrap();
+    store
+        .invite("g_other", std::slice::from_ref(&i1), "o", 20, 1)
+        .await
+        .unwrap();
+    let kept = store.invites_of("i1").await.unwrap();
+    assert_eq!(kept.len(), 1, "only the newest is kept: {kept:?}");
+    assert_eq!(
+        (
+            kept[0].group_id.as_str(),
+            kept[0].name.as_str(),
+            kept[0].inviter.as_str()
+        ),
+        ("g_other", "other", "o")
+    );
+    assert!(store.take_invite("g_other", "i1").await.unwrap());
+    assert!(!store.take_invite("g_other", "i1").await.unwrap());
 
     assert!(store.remove_member("g_team", "n").await.unwrap());
     assert!(!store.remove_member("g_team", "n").await.unwrap());
     assert!(store.dissolve_group("g_team").await.unwrap());
     assert!(!store.dissolve_group("g_team").await.unwrap());
     assert!(store.members("g_team").await.unwrap().is_empty());
+    assert!(
+        store.invites_of("i2").await.unwrap().is_empty(),
+        "dissolved with its group"
+    );
     assert!(store.groups_of("m").await.unwrap().is_empty());
     // The group's messages stay (until retention).
     assert_eq!(

@@ -218,6 +218,9 @@ impl Config {
         if self.groups.max_groups_per_user == 0 {
             return invalid("groups.max_groups_per_user", "must be at least 1");
         }
+        if self.groups.max_invites_per_user == 0 {
+            return invalid("groups.max_invites_per_user", "must be at least 1");
+        }
         if self.cluster.enabled {
             if self.storage.backend != StorageBackend::Postgres {
                 return invalid(

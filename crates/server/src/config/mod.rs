@@ -59,10 +59,27 @@ impl Default for ClusterConfig {
 pub struct GroupsConfig {
     /// Most members of one group.
     pub max_members: usize,
-    /// Most groups one user may be a member of.
+    /// Most groups one user may choose to be in: groups they created, and (with `invite:
+    /// accept`) groups whose invitation they accepted. Groups others added them to (with
+    /// `invite: direct`) do not count, so nobody can fill another user's limit.
     pub max_groups_per_user: usize,
     /// Whether a member added later can read the messages from before they joined.
     pub new_members_see_history: bool,
+    /// How others become members: `direct` (an owner or admin adds them) or `accept` (they are
+    /// invited, and become members by accepting).
+    pub invite: InviteRule,
+    /// Pending invitations one user keeps (`invite: accept`); the oldest beyond it go.
+    pub max_invites_per_user: usize,
+}
+
+/// The consent rule of `groups.invite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InviteRule {
+    /// An owner or admin adds users directly (an app whose backend vets who may add whom).
+    Direct,
+    /// Users are invited and join by accepting (`POST /api/v1/invites/{group_id}/accept`).
+    Accept,
 }
 
 impl Default for GroupsConfig {
@@ -71,6 +88,8 @@ impl Default for GroupsConfig {
             max_members: 20_000,
             max_groups_per_user: 1_000,
             new_members_see_history: false,
+            invite: InviteRule::Direct,
+            max_invites_per_user: 100,
         }
     }
 }

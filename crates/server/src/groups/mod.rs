@@ -20,7 +20,10 @@ use std::{
 };
 
 use self::cache::{CACHE_MEMBERS, Cache};
-pub use self::notice::Notice;
+pub use self::{
+    notice::Notice,
+    rules::{Added, Created},
+};
 use crate::{
     config::GroupsConfig,
     store::{Group, Member, Role, Store, StoreError},
@@ -78,6 +81,8 @@ pub enum GroupError {
     Full(usize),
     #[error("{0} would exceed groups.max_groups_per_user ({1})")]
     TooManyGroups(String, usize),
+    #[error("no pending invitation to this group")]
+    NotInvited,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]

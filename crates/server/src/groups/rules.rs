@@ -7,11 +7,32 @@ use natter_protocol::{GROUP_PREFIX, ids::check_user_id, msg_type};
 use super::{GroupError, Groups, Members, Notice};
 use crate::{
     clock::now_millis,
+    config::InviteRule,
     ids,
     store::{Group, Member, Role},
 };
 
+/// What creating a group did.
+#[derive(Debug)]
+pub struct Created {
+    pub group: Group,
+    pub members: Vec<Member>,
+    /// Invited, not members yet (`groups.invite: accept`).
+    pub invited: Vec<String>,
+    /// The creation's notice, then the invitation's if anybody was invited.
+    pub notices: Vec<Notice>,
+}
+
+/// What adding members did: who became a member, who was invited, and the notice.
+#[derive(Debug)]
+pub struct Added {
+    pub added: Vec<String>,
+    pub invited: Vec<String>,
+    pub notice: Option<Notice>,
+}
+
 impl Groups {
+    /// `TooManyGroups` if one of `users` chose `groups.max_groups_per_user` groups already.
     pub(super) async fn check_group_count(&self, users: &[String]) -> Result<(), GroupError> {
         let max = self.config.max_groups_per_user;
         let counts = self.store.group_counts(users).await?;
@@ -21,13 +42,14 @@ impl Groups {
         }
     }
 
-    /// Creates a group owned by `owner` with `members`; returns it and the notification.
+    /// Creates a group owned by `owner` with `members` (`groups.invite: direct`), or inviting
+    /// them (`accept`).
     pub async fn create(
         &self,
         owner: &str,
         name: &str,
         members: &[String],
-    ) -> Result<(Group, Vec<Member>, Notice), GroupError> {
+    ) -> Result<Created, GroupError> {
         // The size first: no work proportional to an oversized list.
         if members.len() > self.config.max_members {
             return Err(GroupError::Full(self.config.max_members));
@@ -37,7 +59,12 @@ impl Groups {
         if all.len() > self.config.max_members {
             return Err(GroupError::Full(self.config.max_members));
         }
-        self.check_group_count(&all).await?;
+        // Only the owner chose this group: it counts toward the owner's limit alone.
+        self.check_group_count(&all[..1]).await?;
+        let (joining, invitees) = match self.config.invite {
+            InviteRule::Direct => (&all[..], &[][..]),
+            InviteRule::Accept => (&all[..1], &all[1..]),
+        };
         let created_at = now_millis();
         let group = Group {
             group_id: format!("{GROUP_PREFIX}{}", ids::message_id(created_at).simple()),
@@ -45,7 +72,7 @@ impl Groups {
             owner: owner.to_owned(),
             created_at,
         };
-        let rows: Vec<(String, Role)> = all
+        let rows: Vec<(String, Role)> = joining
             .iter()
             .map(|u| {
                 (
@@ -63,18 +90,93 @@ impl Groups {
             .refresh(&group.group_id)
             .await?
             .ok_or(GroupError::NotFound)?;
-        let notice = Notice::new(&group, owner, msg_type::GROUP_CREATED, &all, &members);
+        let mut notices = vec![Notice::new(
+            &group,
+            owner,
+            msg_type::GROUP_CREATED,
+            joining,
+            &members,
+        )];
+        let invited = self.invite(&group, owner, invitees, &members).await?;
+        notices.extend(invited.1);
         let list = self.store.members(&group.group_id).await?;
-        Ok((group, list, notice))
+        Ok(Created {
+            group,
+            members: list,
+            invited: invited.0,
+            notices,
+        })
     }
 
-    /// Adds members (owner or admin); returns who was new and, if anybody, the notification.
+    /// Invites `users` to `group`; returns who was newly invited and, if anybody, the notice
+    /// (to the members and to them).
+    async fn invite(
+        &self,
+        group: &Group,
+        actor: &str,
+        users: &[String],
+        members: &Arc<Members>,
+    ) -> Result<(Vec<String>, Option<Notice>), GroupError> {
+        if users.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let keep = self.config.max_invites_per_user;
+        let invited = self
+            .store
+            .invite(&group.group_id, users, actor, now_millis(), keep)
+            .await?;
+        let notice = (!invited.is_empty()).then(|| {
+            let mut n = Notice::new(group, actor, msg_type::GROUP_INVITED, &invited, members);
+            n.audience.also.extend(invited.iter().cloned());
+            n
+        });
+        Ok((invited, notice))
+    }
+
+    /// `user` accepts an invitation: joins the group (it counts toward their limit).
+    pub async fn accept(&self, group_id: &str, user: &str) -> Result<(Group, Notice), GroupError> {
+        let members = self.members(group_id).await?.ok_or(GroupError::NotFound)?;
+        if members.role(user).is_some() {
+            return Err(GroupError::Invalid(format!("{user} is a member already")));
+        }
+        if members.len() >= self.config.max_members {
+            return Err(GroupError::Full(self.config.max_members));
+        }
+        self.check_group_count(&[user.to_owned()]).await?;
+        if !self.store.take_invite(group_id, user).await? {
+            return Err(GroupError::NotInvited);
+        }
+        let added = self
+            .store
+            .add_members(group_id, &[user.to_owned()], true)
+            .await?;
+        let (group, members) = self.reload(group_id).await?;
+        let notice = Notice::new(
+            &group,
+            user,
+            msg_type::GROUP_MEMBERS_ADDED,
+            &added,
+            &members,
+        );
+        Ok((group, notice))
+    }
+
+    /// `user` declines an invitation.
+    pub async fn decline(&self, group_id: &str, user: &str) -> Result<(), GroupError> {
+        if self.store.take_invite(group_id, user).await? {
+            Ok(())
+        } else {
+            Err(GroupError::NotInvited)
+        }
+    }
+
+    /// Adds members (owner or admin; `groups.invite: direct`) or invites them (`accept`).
     pub async fn add(
         &self,
         group_id: &str,
         actor: &str,
         users: &[String],
-    ) -> Result<(Vec<String>, Option<Notice>), GroupError> {
+    ) -> Result<Added, GroupError> {
         let (members, role) = self.membership(group_id, actor).await?;
         if !role.manages() {
             return Err(GroupError::Forbidden);
@@ -89,8 +191,21 @@ impl Groups {
         if members.len() + new.len() > self.config.max_members {
             return Err(GroupError::Full(self.config.max_members));
         }
-        self.check_group_count(&new).await?;
-        let added = self.store.add_members(group_id, &new).await?;
+        if self.config.invite == InviteRule::Accept {
+            let group = self
+                .store
+                .group(group_id)
+                .await?
+                .ok_or(GroupError::NotFound)?;
+            let (invited, notice) = self.invite(&group, actor, &new, &members).await?;
+            return Ok(Added {
+                added: Vec::new(),
+                invited,
+                notice,
+            });
+        }
+        // Added by somebody else, not chosen: it does not count toward their limit.
+        let added = self.store.add_members(group_id, &new, false).await?;
         let (group, members) = self.reload(group_id).await?;
         let notice = (!added.is_empty()).then(|| {
             Notice::new(
@@ -101,7 +216,11 @@ impl Groups {
                 &members,
             )
         });
-        Ok((added, notice))
+        Ok(Added {
+            added,
+            invited: Vec::new(),
+            notice,
+        })
     }
 
     /// Removes `user` (owner or admin; or the user leaving). The owner cannot leave.

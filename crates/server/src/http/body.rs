@@ -73,6 +73,14 @@ impl<T: ApiBody> FromRequest<AppState> for Body<T> {
                 format!("the body did not arrive within {timeout:?}"),
             )
         })??;
+        // Every body is an object: serde would also fill a struct from an array, field by field
+        // in order (`["a"]` as `{"name": "a"}`).
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::new(
+                HttpError::InvalidRequest,
+                "the body is a JSON object",
+            ));
+        }
         serde_json::from_slice(&body)
             .map(Body)
             .map_err(|e| ApiError::new(HttpError::InvalidRequest, format!("the body: {e}")))

@@ -40,6 +40,9 @@ pub fn routes() -> Router<AppState> {
             put(set_role),
         )
         .route("/api/v1/groups/{group_id}/messages", get(messages))
+        .route("/api/v1/invites", get(invites))
+        .route("/api/v1/invites/{group_id}/accept", post(accept))
+        .route("/api/v1/invites/{group_id}", axum::routing::delete(decline))
 }
 
 impl From<GroupError> for ApiError {
@@ -50,6 +53,7 @@ impl From<GroupError> for ApiError {
             GroupError::Forbidden => HttpError::Forbidden,
             GroupError::Full(_) => HttpError::GroupFull,
             GroupError::TooManyGroups(..) => HttpError::TooManyGroups,
+            GroupError::NotInvited => HttpError::NotInvited,
             GroupError::Invalid(_) => HttpError::InvalidRequest,
             GroupError::Store(_) => HttpError::StoreUnavailable,
         };
@@ -81,18 +85,23 @@ impl ApiBody for CreateGroup {
     }
 }
 
-/// `POST /api/v1/groups {"name", "members": [...]}` → 201: the caller owns the new group.
+/// `POST /api/v1/groups {"name", "members": [...]}` → 201: the caller owns the new group; the
+/// others are members (`groups.invite: direct`) or invited (`accept`).
 async fn create(
     State(state): State<AppState>,
     who: Caller,
     Body(req): Body<CreateGroup>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (user, groups) = (who.user, groups(&state)?);
-    let (group, members, notice) = groups.create(&user, &req.name, &req.members).await?;
-    announce(&state, notice).await;
+    let created = groups.create(&user, &req.name, &req.members).await?;
+    for notice in created.notices {
+        announce(&state, notice).await;
+    }
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "group": group, "members": members })),
+        Json(json!({
+            "group": created.group, "members": created.members, "invited": created.invited,
+        })),
     ))
 }
 
@@ -174,7 +183,8 @@ impl ApiBody for AddMembers {
     }
 }
 
-/// `POST /api/v1/groups/{id}/members {"members": [...]}`: owner or admin.
+/// `POST /api/v1/groups/{id}/members {"members": [...]}`: owner or admin; adds them
+/// (`groups.invite: direct`) or invites them (`accept`).
 async fn add(
     State(state): State<AppState>,
     who: Caller,
@@ -183,11 +193,13 @@ async fn add(
 ) -> Result<Json<Value>, ApiError> {
     valid_id(&group_id, "group id")?;
     let (user, groups) = (who.user, groups(&state)?);
-    let (added, notice) = groups.add(&group_id, &user, &req.members).await?;
-    if let Some(notice) = notice {
+    let added = groups.add(&group_id, &user, &req.members).await?;
+    if let Some(notice) = added.notice {
         announce(&state, notice).await;
     }
-    Ok(Json(json!({ "added": added })))
+    Ok(Json(
+        json!({ "added": added.added, "invited": added.invited }),
+    ))
 }
 
 /// `DELETE /api/v1/groups/{id}/members/{user}`: owner or admin removes; a member removes
@@ -256,4 +268,33 @@ async fn messages(
         limit,
     )
     .await
+}
+
+/// `GET /api/v1/invites`: the caller's pending invitations, newest first.
+async fn invites(State(state): State<AppState>, who: Caller) -> Result<Json<Value>, ApiError> {
+    let invites = groups(&state)?.store().invites_of(&who.user).await?;
+    Ok(Json(json!({ "invites": invites })))
+}
+
+/// `POST /api/v1/invites/{group_id}/accept`: the caller joins the group it was invited to.
+async fn accept(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(group_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    valid_id(&group_id, "group id")?;
+    let (group, notice) = groups(&state)?.accept(&group_id, &who.user).await?;
+    announce(&state, notice).await;
+    Ok(Json(json!({ "group": group, "role": Role::Member })))
+}
+
+/// `DELETE /api/v1/invites/{group_id}`: the caller declines an invitation.
+async fn decline(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(group_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    valid_id(&group_id, "group id")?;
+    groups(&state)?.decline(&group_id, &who.user).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,4 +1,4 @@
-//! The group tables (`chat_groups`, `group_members`) and the `user_seq` counters, read and
+//! The group tables (`chat_groups`, `group_members`, `group_invites`) and the `user_seq` counters, read and
 //! written with the same SQL on both stores. Each function takes the connection to run on: the
 //! store decides which (SQLite's one writer, a pooled PostgreSQL connection). Placeholders are
 //! `$N`, which both drivers read, so the text is the same for both; the bounds on [`GroupSql`]
@@ -8,7 +8,7 @@ use std::{collections::HashMap, marker::PhantomData};
 
 use sqlx::{ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
-use super::{CHUNK, Group, Member, MyGroup, Role, StoreError};
+use super::{CHUNK, Group, Invite, Member, MyGroup, Role, StoreError};
 
 /// The group SQL for the driver `DB`.
 pub(super) struct GroupSql<DB>(PhantomData<DB>);
@@ -55,8 +55,9 @@ where
         .await?;
         for chunk in members.chunks(CHUNK) {
             let sql = format!(
-                "INSERT INTO group_members (group_id, user_id, role, joined_seq) VALUES {}",
-                rows(chunk.len(), 4)
+                "INSERT INTO group_members (group_id, user_id, role, joined_seq, chosen) \
+                 VALUES {}",
+                rows(chunk.len(), 5)
             );
             let mut q = sqlx::query(&sql);
             for (user, role) in chunk {
@@ -64,7 +65,8 @@ where
                     .bind(g.group_id.as_str())
                     .bind(user.as_str())
                     .bind(role.as_str())
-                    .bind(0i64);
+                    .bind(0i64)
+                    .bind(i64::from(*role == Role::Owner));
             }
             q.execute(&mut *tx).await?;
         }
@@ -114,6 +116,7 @@ where
         group_id: &str,
         users: &[String],
         seq_floor: i64,
+        chosen: bool,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = conn.begin().await?;
         let (stored, _) = Self::cursors(&mut tx, group_id).await?;
@@ -121,9 +124,9 @@ where
         let mut added = Vec::new();
         for chunk in users.chunks(CHUNK) {
             let sql = format!(
-                "INSERT INTO group_members (group_id, user_id, role, joined_seq) VALUES {} \
-                 ON CONFLICT (group_id, user_id) DO NOTHING RETURNING user_id",
-                rows(chunk.len(), 4)
+                "INSERT INTO group_members (group_id, user_id, role, joined_seq, chosen) \
+                 VALUES {} ON CONFLICT (group_id, user_id) DO NOTHING RETURNING user_id",
+                rows(chunk.len(), 5)
             );
             let mut q = sqlx::query(&sql);
             for user in chunk {
@@ -131,7 +134,8 @@ where
                     .bind(group_id)
                     .bind(user.as_str())
                     .bind(Role::Member.as_str())
-                    .bind(joined);
+                    .bind(joined)
+                    .bind(i64::from(chosen));
             }
             for r in q.fetch_all(&mut *tx).await? {
                 added.push(r.try_get(0)?);
@@ -193,10 +197,12 @@ where
         group_id: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = conn.begin().await?;
-        sqlx::query("DELETE FROM group_members WHERE group_id = $1")
-            .bind(group_id)
-            .execute(&mut *tx)
-            .await?;
+        for table in ["group_members", "group_invites"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE group_id = $1"))
+                .bind(group_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let gone = sqlx::query("DELETE FROM chat_groups WHERE group_id = $1 RETURNING group_id")
             .bind(group_id)
             .fetch_optional(&mut *tx)
@@ -206,6 +212,102 @@ where
         Ok(gone)
     }
 
+    /// Invites `users` to the group; returns those not invited already. Each keeps at most
+    /// `keep` pending invitations, the newest.
+    pub(super) async fn invite(
+        conn: &mut DB::Connection,
+        group_id: &str,
+        users: &[String],
+        inviter: &str,
+        at: i64,
+        keep: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = conn.begin().await?;
+        let mut invited = Vec::new();
+        for chunk in users.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO group_invites (group_id, user_id, inviter, invited_at) VALUES {} \
+                 ON CONFLICT (group_id, user_id) DO NOTHING RETURNING user_id",
+                rows(chunk.len(), 4)
+            );
+            let mut q = sqlx::query(&sql);
+            for user in chunk {
+                q = q.bind(group_id).bind(user.as_str()).bind(inviter).bind(at);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                invited.push(r.try_get::<String, _>(0)?);
+            }
+        }
+        // Only the users now over `keep` are trimmed: one statement per such user.
+        let mut over = Vec::new();
+        for chunk in invited.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT user_id FROM group_invites WHERE user_id IN ({}) GROUP BY user_id \
+                 HAVING COUNT(*) > $1",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(keep as i64);
+            for user in chunk {
+                q = q.bind(user.as_str());
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                over.push(r.try_get::<String, _>(0)?);
+            }
+        }
+        for user in &over {
+            sqlx::query(
+                "DELETE FROM group_invites WHERE user_id = $1 AND group_id NOT IN \
+                 (SELECT group_id FROM group_invites WHERE user_id = $1 \
+                  ORDER BY invited_at DESC, group_id DESC LIMIT $2)",
+            )
+            .bind(user.as_str())
+            .bind(keep as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(invited)
+    }
+
+    pub(super) async fn invites_of(
+        conn: &mut DB::Connection,
+        user: &str,
+    ) -> Result<Vec<Invite>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.group_id, g.name, i.inviter, i.invited_at FROM group_invites i \
+             JOIN chat_groups g ON g.group_id = i.group_id WHERE i.user_id = $1 \
+             ORDER BY i.invited_at DESC, i.group_id DESC",
+        )
+        .bind(user)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Invite {
+                    group_id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    inviter: r.try_get(2)?,
+                    invited_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn take_invite(
+        conn: &mut DB::Connection,
+        group_id: &str,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM group_invites WHERE group_id = $1 AND user_id = $2 RETURNING user_id",
+        )
+        .bind(group_id)
+        .bind(user)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some())
+    }
+
     pub(super) async fn counts(
         conn: &mut DB::Connection,
         users: &[String],
@@ -213,7 +315,7 @@ where
         let mut counts = HashMap::new();
         for chunk in users.chunks(CHUNK) {
             let sql = format!(
-                "SELECT user_id, COUNT(*) FROM group_members WHERE user_id IN ({}) \
+                "SELECT user_id, COUNT(*) FROM group_members WHERE chosen = 1 AND user_id IN ({}) \
                  GROUP BY user_id",
                 placeholders(1, chunk.len())
             );

@@ -96,6 +96,17 @@ pub struct Member {
     pub joined_seq: i64,
 }
 
+/// A pending invitation to a group (`groups.invite: accept`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Invite {
+    pub group_id: String,
+    /// The group's name.
+    pub name: String,
+    pub inviter: String,
+    /// Unix ms.
+    pub invited_at: i64,
+}
+
 /// Which of a user's two streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -206,6 +217,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Creates `group` with its first members (the owner among them), all joining at seq 0.
+    /// Only the owner's membership is chosen (counts toward the owner's group limit).
     fn create_group<'a>(
         &'a self,
         group: &'a Group,
@@ -217,11 +229,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn members<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<Vec<Member>, StoreError>>;
 
     /// Adds `users` as members joining at the group's current seq; returns those not already in.
+    /// `chosen`: they chose the group (accepted an invitation), so it counts toward their limit.
     fn add_members<'a>(
         &'a self,
         group_id: &'a str,
         users: &'a [String],
+        chosen: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+
+    /// Invites `users` (not members) to a group; returns those not invited already. A user keeps
+    /// at most `keep` pending invitations: the oldest beyond go.
+    fn invite<'a>(
+        &'a self,
+        group_id: &'a str,
+        users: &'a [String],
+        inviter: &'a str,
+        at: i64,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+
+    /// `user`'s pending invitations, newest first.
+    fn invites_of<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<Invite>, StoreError>>;
+
+    /// Removes `user`'s invitation to the group (accepted or declined); whether there was one.
+    fn take_invite<'a>(
+        &'a self,
+        group_id: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Removes a member; returns whether it was one.
     fn remove_member<'a>(
@@ -243,10 +278,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         name: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Deletes the group and its memberships (its messages stay until retention).
+    /// Deletes the group, its memberships and invitations (its messages stay until retention).
     fn dissolve_group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// How many groups each of `users` is a member of (users in none are left out).
+    /// How many groups each of `users` chose to be a member of (created, or joined by accepting
+    /// an invitation); users in none are left out.
     fn group_counts<'a>(
         &'a self,
         users: &'a [String],

@@ -14,7 +14,7 @@ use sqlx::{
 };
 
 use super::{
-    Appended, CHUNK, Group, Member, MyGroup, Role, Store, StoreError, Stream,
+    Appended, CHUNK, Group, Invite, Member, MyGroup, Role, Store, StoreError, Stream,
     batch::{Key, Map, Seen, classify, key, number},
     group_sql::GroupSql,
     migrator,
@@ -31,11 +31,18 @@ const MSG_COLUMNS: &str = "m.server_id, m.send_id, m.receiver_id, m.local_id, m.
 /// Rows deleted per statement by retention, so writers are never blocked for long.
 const PRUNE_CHUNK: i64 = 5000;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "baseline",
-    include_str!("../../migrations/postgres/0001_baseline.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "baseline",
+        include_str!("../../migrations/postgres/0001_baseline.sql"),
+    ),
+    (
+        2,
+        "group invites",
+        include_str!("../../migrations/postgres/0002_group_invites.sql"),
+    ),
+];
 
 type Sql = GroupSql<Postgres>;
 
@@ -318,10 +325,36 @@ impl Store for PostgresStore {
         &'a self,
         group_id: &'a str,
         users: &'a [String],
+        chosen: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
-        Box::pin(
-            async move { Sql::add_members(&mut *self.conn().await?, group_id, users, 0).await },
-        )
+        Box::pin(async move {
+            Sql::add_members(&mut *self.conn().await?, group_id, users, 0, chosen).await
+        })
+    }
+
+    fn invite<'a>(
+        &'a self,
+        group_id: &'a str,
+        users: &'a [String],
+        inviter: &'a str,
+        at: i64,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            Sql::invite(&mut *self.conn().await?, group_id, users, inviter, at, keep).await
+        })
+    }
+
+    fn invites_of<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<Invite>, StoreError>> {
+        Box::pin(async move { Sql::invites_of(&mut *self.conn().await?, user).await })
+    }
+
+    fn take_invite<'a>(
+        &'a self,
+        group_id: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { Sql::take_invite(&mut *self.conn().await?, group_id, user).await })
     }
 
     fn remove_member<'a>(

@@ -53,16 +53,23 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use self::tail::Tail;
 use super::{
-    Appended, Group, Member, MyGroup, Role, Store, StoreError, Stream, group_sql::GroupSql,
+    Appended, Group, Invite, Member, MyGroup, Role, Store, StoreError, Stream, group_sql::GroupSql,
     migrator,
 };
 use crate::metrics::LatencyHistogram;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "baseline",
-    include_str!("../../../migrations/sqlite/0001_baseline.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "baseline",
+        include_str!("../../../migrations/sqlite/0001_baseline.sql"),
+    ),
+    (
+        2,
+        "group invites",
+        include_str!("../../../migrations/sqlite/0002_group_invites.sql"),
+    ),
+];
 
 const LOG_MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
@@ -296,11 +303,46 @@ impl Store for SqliteStore {
         &'a self,
         group_id: &'a str,
         users: &'a [String],
+        chosen: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
             let mut writer = self.writer().await;
-            Sql::add_members(&mut writer, group_id, users, self.logged_seq(group_id)).await
+            let floor = self.logged_seq(group_id);
+            Sql::add_members(&mut writer, group_id, users, floor, chosen).await
         })
+    }
+
+    fn invite<'a>(
+        &'a self,
+        group_id: &'a str,
+        users: &'a [String],
+        inviter: &'a str,
+        at: i64,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            Sql::invite(
+                &mut *self.writer().await,
+                group_id,
+                users,
+                inviter,
+                at,
+                keep,
+            )
+            .await
+        })
+    }
+
+    fn invites_of<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<Invite>, StoreError>> {
+        Box::pin(async move { Sql::invites_of(&mut *self.pool.acquire().await?, user).await })
+    }
+
+    fn take_invite<'a>(
+        &'a self,
+        group_id: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { Sql::take_invite(&mut *self.writer().await, group_id, user).await })
     }
 
     fn remove_member<'a>(

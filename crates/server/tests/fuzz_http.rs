@@ -1,0 +1,287 @@
+//! Property tests over the HTTP API's inputs: generated query strings of the history routes and
+//! generated JSON bodies of every route that takes one, sent to a real server. The expected
+//! answer of each (its status, and the `error` of a refusal) is computed here from the rules of
+//! docs/protocol.md; whatever the input, the server answers and goes on answering.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{TestServer, groups::create_group, start, test_config};
+use natter_protocol::ids::check_user_id;
+use proptest::prelude::*;
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+struct Fixture {
+    runtime: Runtime,
+    server: TestServer,
+    group: String,
+}
+
+/// One server for every case (the API's per-user request rate is off: these are many calls
+/// of one user, and not what is tested here).
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (server, group) = runtime.block_on(async {
+            let mut config = test_config();
+            config.limits.http.per_second = 0.0;
+            config.groups.max_groups_per_user = 100_000;
+            let server = start(config).await;
+            let group = create_group(&server, "fuzzer", &["member"]).await;
+            (server, group)
+        });
+        Fixture {
+            runtime,
+            server,
+            group,
+        }
+    })
+}
+
+/// Sends a request as `fuzzer`; returns the status and the JSON answer (`Null` if none).
+fn call(method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let f = fixture();
+    f.runtime.block_on(async {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}user_id=fuzzer");
+        let (status, text) = raw(&f.server, method, &path, body.unwrap_or("")).await;
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, value)
+    })
+}
+
+async fn raw(server: &TestServer, method: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A value for a numeric query parameter: numbers in and out of range, and not numbers.
+fn number_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u32..2000).prop_map(|n| n.to_string()),
+        (-5i64..0).prop_map(|n| n.to_string()),
+        Just("99999999999999999999".to_owned()),
+        Just(String::new()),
+        "[a-z+.]{1,4}",
+        (0u32..100).prop_map(|n| format!("{n}x")),
+    ]
+}
+
+fn non_negative_i64(v: &str) -> bool {
+    v.parse::<i64>().is_ok_and(|n| n >= 0)
+}
+
+fn limit_ok(v: &str) -> bool {
+    v.parse::<u32>().is_ok_and(|n| (1..=1000).contains(&n))
+}
+
+/// A JSON value of any shape, strings among them of every interesting length.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[ a-z]{0,8}".prop_map(Value::from),
+        Just(Value::from("n".repeat(300))),
+        Just(Value::from("   ")),
+    ];
+    leaf.prop_recursive(2, 8, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A value for `name`: valid names and every way to be invalid.
+fn name_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => "[a-z][ a-z]{0,20}".prop_map(Value::from),
+        1 => any_json(),
+    ]
+}
+
+fn name_ok(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| !s.trim().is_empty() && s.len() <= 256)
+}
+
+/// A member id: valid ids and invalid ones (a group's, empty, too long, control characters).
+fn member_id() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        4 => "[a-z0-9]{1,12}".prop_map(Value::from),
+        1 => Just(Value::from("g_group")),
+        1 => Just(Value::from("")),
+        1 => Just(Value::from("u".repeat(200))),
+        1 => Just(Value::from("a\u{7}b")),
+        1 => any::<i64>().prop_map(Value::from),
+    ]
+}
+
+/// A body for a route taking `{key: ...}` objects: the right object, extra keys, or any JSON.
+fn object_of(fields: Vec<(&'static str, BoxedStrategy<Value>)>) -> impl Strategy<Value = Value> {
+    let mut object = Vec::new();
+    for (key, value) in fields {
+        object.push((Just(key), prop::option::weighted(0.9, value)));
+    }
+    prop_oneof![
+        4 => (object, prop::option::weighted(0.1, any_json())).prop_map(|(fields, extra)| {
+            let mut map = serde_json::Map::new();
+            for (k, v) in fields.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))) {
+                map.insert(k.to_owned(), v);
+            }
+            if let Some(extra) = extra {
+                map.insert("extra".into(), extra);
+            }
+            Value::Object(map)
+        }),
+        1 => any_json(),
+    ]
+}
+
+/// Refused with 400 and this `error`, or answered with this success status.
+fn expect(status: u16, answer: &Value, ok: Option<u16>, refusal: &str) {
+    match ok {
+        Some(code) => assert_eq!(status, code, "{answer}"),
+        None => {
+            assert_eq!(status, 400, "{answer}");
+            assert_eq!(answer["error"], refusal, "{answer}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn history_queries(
+        after_seq in prop::option::of(number_text()),
+        after_send_seq in prop::option::of(number_text()),
+        limit in prop::option::of(number_text()),
+        group in any::<bool>(),
+    ) {
+        let mut params = Vec::new();
+        for (name, value) in [("after_seq", &after_seq), ("after_send_seq", &after_send_seq), ("limit", &limit)] {
+            if let Some(v) = value {
+                params.push(format!("{name}={v}"));
+            }
+        }
+        let query = params.join("&");
+        let (path, ok) = if group {
+            // A group's history reads after_seq and limit; other parameters are not its own.
+            let ok = after_seq.as_deref().is_none_or(non_negative_i64)
+                && limit.as_deref().is_none_or(limit_ok);
+            (format!("/api/v1/groups/{}/messages?{query}", fixture().group), ok)
+        } else {
+            let after = match (&after_seq, &after_send_seq) {
+                (Some(_), Some(_)) => false,
+                (Some(v), None) | (None, Some(v)) => non_negative_i64(v),
+                (None, None) => true,
+            };
+            (format!("/api/v1/messages?{query}"), after && limit.as_deref().is_none_or(limit_ok))
+        };
+        let (status, answer) = call("GET", &path, None);
+        expect(status, &answer, ok.then_some(200), "invalid_query");
+        if ok {
+            prop_assert!(answer["messages"].is_array() && answer["has_more"].is_boolean());
+        }
+    }
+
+    #[test]
+    fn rename_bodies(body in object_of(vec![("name", name_value().boxed())])) {
+        let ok = body.as_object().is_some_and(|o| {
+            o.len() == 1 && o.get("name").is_some_and(name_ok)
+        });
+        let path = format!("/api/v1/groups/{}", fixture().group);
+        let (status, answer) = call("PATCH", &path, Some(&body.to_string()));
+        expect(status, &answer, ok.then_some(200), "invalid_request");
+    }
+
+    #[test]
+    fn role_bodies(body in object_of(vec![(
+        "role",
+        prop_oneof![
+            Just(Value::from("admin")), Just(Value::from("member")),
+            Just(Value::from("owner")), any_json(),
+        ].boxed(),
+    )])) {
+        let ok = body.as_object().is_some_and(|o| {
+            o.len() == 1 && o.get("role").and_then(Value::as_str).is_some_and(|r| r == "admin" || r == "member")
+        });
+        let path = format!("/api/v1/groups/{}/members/member/role", fixture().group);
+        let (status, answer) = call("PUT", &path, Some(&body.to_string()));
+        expect(status, &answer, ok.then_some(200), "invalid_request");
+    }
+
+    #[test]
+    fn create_and_add_bodies(
+        body in object_of(vec![
+            ("name", name_value().boxed()),
+            ("members", prop_oneof![
+                4 => prop::collection::vec(member_id(), 0..6).prop_map(Value::from),
+                1 => any_json(),
+            ].boxed()),
+        ]),
+        add in any::<bool>(),
+    ) {
+        let members_ok = |o: &serde_json::Map<String, Value>, required: bool| match o.get("members") {
+            None => !required,
+            Some(Value::Array(ids)) => ids.iter().all(|id| id.as_str().is_some_and(|s| check_user_id(s).is_ok())),
+            Some(_) => false,
+        };
+        let (method, path, ok, success) = if add {
+            // Adding takes {"members": [...]} alone.
+            let ok = body.as_object().is_some_and(|o| o.len() == 1 && members_ok(o, true));
+            ("POST", format!("/api/v1/groups/{}/members", fixture().group), ok, 200)
+        } else {
+            let ok = body.as_object().is_some_and(|o| {
+                o.keys().all(|k| k == "name" || k == "members")
+                    && o.get("name").is_some_and(name_ok)
+                    && members_ok(o, false)
+            });
+            ("POST", "/api/v1/groups".to_owned(), ok, 201)
+        };
+        let (status, answer) = call(method, &path, Some(&body.to_string()));
+        expect(status, &answer, ok.then_some(success), "invalid_request");
+    }
+
+    #[test]
+    fn bodies_that_are_not_json(text in "[^\u{0}]{0,40}") {
+        prop_assume!(serde_json::from_str::<Value>(&text).is_err());
+        let path = format!("/api/v1/groups/{}", fixture().group);
+        let (status, answer) = call("PATCH", &path, Some(&text));
+        expect(status, &answer, None, "invalid_request");
+    }
+}
+
+/// The server answers beside (and after) the properties above, which share it.
+#[test]
+fn the_server_keeps_answering() {
+    for _ in 0..20 {
+        let (status, answer) = call("GET", "/api/v1/seq", None);
+        assert_eq!(status, 200, "{answer}");
+    }
+}
