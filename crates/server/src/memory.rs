@@ -6,18 +6,18 @@
 //! - at most two arenas (`M_ARENA_MAX`): each thread that allocates (two runtime workers, one
 //!   thread per SQLite connection) would otherwise get arenas of its own, up to eight per core,
 //!   each holding freed memory apart;
-//! - blocks of 32 KiB and more in mappings of their own (`M_MMAP_THRESHOLD`), returned to the
-//!   system when freed: history pages, large frames, commit batches;
 //! - every few seconds, when the allocator holds much freed memory that it did not hold at the
-//!   last trim, `malloc_trim` gives its pages back.
+//!   last trim, `malloc_trim` gives its pages back (free pages inside the heap too, which
+//!   glibc otherwise keeps until the top of the heap is free).
+//!
+//! Not a lower `M_MMAP_THRESHOLD`: mapping every block of 32 KiB and more returned memory
+//! as well, but cost each large message several `mmap`/`munmap` pairs and page faults (the
+//! noisy neighbour's flood of 60 KB messages lost a quarter of its throughput).
 //!
 //! Elsewhere than glibc this does nothing.
 
 use std::time::Duration;
 
-/// Blocks at least this large get a mapping of their own.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: i32 = 32 * 1024;
 /// How often the trimmer looks.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Freed memory the allocator may hold, or gain since the last trim, before it is trimmed.
@@ -31,7 +31,6 @@ pub fn configure() {
         // SAFETY: mallopt only changes malloc's parameters; called before other threads exist.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         }
         let started = std::thread::Builder::new()
             .name("natter-trim".into())
