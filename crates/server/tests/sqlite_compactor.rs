@@ -93,6 +93,36 @@ async fn the_next_append_deletes_what_the_compactor_moved() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The log is bounded in bytes too: with large messages that cannot be moved, appends are
+/// refused once the log holds `log_bytes` of them, whatever their number.
+#[tokio::test]
+async fn a_log_that_cannot_be_moved_refuses_appends_at_its_size() {
+    let (dir, path) = fresh_dir("sqlite-backlog-bytes");
+    let tuning = natter::store::Tuning {
+        compact_every: std::time::Duration::from_secs(3600),
+        log_bytes: 1500,
+        ..natter::store::Tuning::default()
+    };
+    let store = natter::store::SqliteStore::open_tuned(&path, tuning)
+        .await
+        .unwrap();
+    let mut archive = file(&dir, "natter.db").await;
+    sqlx::query("ALTER TABLE moved RENAME TO away")
+        .execute(&mut archive)
+        .await
+        .unwrap();
+    let big = |n: u32| natter_protocol::Msg {
+        content: "x".repeat(900),
+        ..msg(n, "a", "b", &format!("l{n}"))
+    };
+    store.append(&[big(1), big(2)]).await.unwrap();
+    assert!(store.prune(0).await.is_err(), "the move fails");
+    match store.append(&[big(3)]).await {
+        Err(natter::store::StoreError::Backlog(2)) => {}
+        other => panic!("a log over its bytes took a message: {other:?}"),
+    }
+}
+
 /// When moves to natter.db keep failing, the log takes messages up to its limit, then appends
 /// are refused (the senders get an error, nothing is acknowledged); once moves work again the
 /// log drains and appends are taken again, numbered on.

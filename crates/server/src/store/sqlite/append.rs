@@ -29,8 +29,11 @@ const COMPACT_ROWS: i64 = 8192;
 impl SqliteStore {
     pub(super) async fn append_batch(&self, batch: &[Msg]) -> Result<Vec<Appended>, StoreError> {
         let mut log = self.hot.log.clone().lock_owned().await;
-        let waiting = self.tail().rows();
-        if waiting >= self.hot.log_limit {
+        let (waiting, bytes) = {
+            let tail = self.tail();
+            (tail.rows(), tail.bytes)
+        };
+        if waiting >= self.hot.log_limit || bytes >= self.hot.log_bytes {
             self.hot.wake.notify_one();
             return Err(StoreError::Backlog(waiting));
         }

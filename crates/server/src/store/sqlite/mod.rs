@@ -85,8 +85,12 @@ const COMPACT_EVERY: Duration = Duration::from_millis(50);
 
 /// Messages the log may hold (in memory too) before appends are refused with
 /// [`StoreError::Backlog`]: reached only when moves to `natter.db` keep failing (a full disk,
-/// say); about 15 s at the store's maximum rate, and ~400 MB of memory.
+/// say); about 15 s at the store's maximum rate. [`LOG_BYTES`] bounds the memory it takes.
 const LOG_LIMIT: i64 = 1 << 20;
+
+/// Bytes of messages the log may hold, likewise ([`page_bytes`](crate::store::page_bytes)):
+/// with large messages this binds before [`LOG_LIMIT`].
+const LOG_BYTES: usize = 256 << 20;
 
 type Sql = GroupSql<Sqlite>;
 
@@ -117,6 +121,8 @@ struct Hot {
     wake: Arc<Notify>,
     /// Messages the log may hold before appends are refused ([`LOG_LIMIT`]).
     log_limit: i64,
+    /// Bytes of messages the log may hold before appends are refused ([`LOG_BYTES`]).
+    log_bytes: usize,
     /// How long each move took (`natter_store_move_seconds`).
     moves: LatencyHistogram,
     _lock: File,
@@ -135,6 +141,7 @@ impl Hot {
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
     pub log_limit: i64,
+    pub log_bytes: usize,
     pub compact_every: Duration,
     pub lock_wait: Duration,
 }
@@ -143,6 +150,7 @@ impl Default for Tuning {
     fn default() -> Tuning {
         Tuning {
             log_limit: LOG_LIMIT,
+            log_bytes: LOG_BYTES,
             compact_every: COMPACT_EVERY,
             lock_wait: lock::LOCK_WAIT,
         }
@@ -226,6 +234,7 @@ impl SqliteStore {
                 tail: std::sync::Mutex::new(tail),
                 wake: wake.clone(),
                 log_limit: tuning.log_limit,
+                log_bytes: tuning.log_bytes,
                 moves: LatencyHistogram::new(
                     "natter_store_move_seconds",
                     "Time to move the SQLite message log into natter.db (one move)",

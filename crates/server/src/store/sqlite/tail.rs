@@ -16,7 +16,7 @@ use natter_protocol::Msg;
 use sqlx::{Row, sqlite::SqliteConnection};
 
 use super::pack::unpack;
-use crate::store::{StoreError, batch::Map};
+use crate::store::{StoreError, batch::Map, page_bytes};
 
 #[derive(Debug, Default)]
 pub(super) struct Tail {
@@ -34,6 +34,8 @@ pub(super) struct Tail {
     hasher: foldhash::fast::RandomState,
     /// The counters of every user (or group) with a message in the log.
     pub(super) counters: Map<String, Counter>,
+    /// Bytes of the log's messages held here ([`page_bytes`]).
+    pub(super) bytes: usize,
 }
 
 /// A batch in the log: its messages have the ids `first_id..first_id + msgs.len()`.
@@ -93,10 +95,16 @@ impl Tail {
             }
         }
         let last_id = batches.back().map_or(0, Logged::last_id);
+        let bytes = batches
+            .iter()
+            .flat_map(|b| b.msgs.iter())
+            .map(page_bytes)
+            .sum();
         Ok(Tail {
             next_id: last_id.max(moved) + 1,
             moved_upto: moved,
             batches,
+            bytes,
             ..Tail::default()
         })
     }
@@ -144,6 +152,7 @@ impl Tail {
                 },
             );
         }
+        self.bytes += numbered.iter().map(page_bytes).sum::<usize>();
         // The batch first: the key table finds (and rehashes) its entries through it.
         let numbered: Arc<[Msg]> = numbered.into();
         self.batches.push_back(Logged {
@@ -174,6 +183,12 @@ impl Tail {
         while self.batches.front().is_some_and(|b| b.last_id() <= upto) {
             forgotten.extend(self.batches.pop_front());
         }
+        let freed: usize = forgotten
+            .iter()
+            .flat_map(|b| b.msgs.iter())
+            .map(page_bytes)
+            .sum();
+        self.bytes = self.bytes.saturating_sub(freed);
         self.keys.retain(|id| *id > upto);
         self.counters.retain(|_, c| c.last_id > upto);
         self.moved_upto = self.moved_upto.max(upto);
