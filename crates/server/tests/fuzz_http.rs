@@ -1,5 +1,6 @@
 //! Property tests over the HTTP API's inputs: generated query strings of the history routes and
-//! generated JSON bodies of every route that takes one, sent to a real server. The expected
+//! of the WebSocket upgrade, and generated JSON bodies of every route that takes one, sent to a
+//! real server. The expected
 //! answer of each (its status, and the `error` of a refusal) is computed here from the rules of
 //! docs/protocol.md; whatever the input, the server answers and goes on answering.
 
@@ -207,6 +208,34 @@ proptest! {
         expect(status, &answer, ok.then_some(200), "invalid_query");
         if ok {
             prop_assert!(answer["messages"].is_array() && answer["has_more"].is_boolean());
+        }
+    }
+
+    #[test]
+    fn upgrade_queries(
+        since_seq in prop::option::of(number_text()),
+        since_send_seq in prop::option::of(number_text()),
+    ) {
+        let mut params = Vec::new();
+        for (name, value) in [("since_seq", &since_seq), ("since_send_seq", &since_send_seq)] {
+            if let Some(v) = value {
+                params.push(format!("{name}={v}"));
+            }
+        }
+        // Each replay cursor, when given, is a non-negative integer.
+        let ok = [&since_seq, &since_send_seq]
+            .iter()
+            .all(|v| v.as_deref().is_none_or(non_negative_i64));
+        let f = fixture();
+        let url = format!("{}?{}", f.server.url("fuzzer", "replay"), params.join("&"));
+        let answer = f.runtime.block_on(common::connect_with(&url, &[]));
+        match answer {
+            Ok(_) => prop_assert!(ok, "{url} upgraded"),
+            Err((status, body)) => {
+                prop_assert!(!ok, "{url}: {status} {body}");
+                prop_assert_eq!(status, 400);
+                prop_assert!(body.contains("invalid_query"), "{}", body);
+            }
         }
     }
 
