@@ -41,9 +41,21 @@ pub mod msg_type {
     /// Read receipt: `content` is the `server_id` of the last message read; every message from
     /// `receiver_id` to the reader up to it is marked read.
     pub const READ: i32 = 23;
+    /// Ephemeral events (typing, "recording", call signalling): `msg_type` 100 to 199, the
+    /// application's to number. Relayed to the online devices of the receiver (or the group's
+    /// members), never stored, numbered, acknowledged or replayed.
+    pub const EPHEMERAL_FIRST: i32 = 100;
+    /// The last ephemeral `msg_type`.
+    pub const EPHEMERAL_LAST: i32 = 199;
     /// Server reply to a message the client sent: the ack, or an error reply
     /// (`content_type` [`super::content_type::ERROR`]).
     pub const REC_RESP: i32 = 24;
+}
+
+/// Whether a `msg_type` is an ephemeral event ([`msg_type::EPHEMERAL_FIRST`] to
+/// [`msg_type::EPHEMERAL_LAST`]).
+pub fn is_ephemeral(msg_type: i32) -> bool {
+    (msg_type::EPHEMERAL_FIRST..=msg_type::EPHEMERAL_LAST).contains(&msg_type)
 }
 
 /// Prefix of every group id; reserved: no user id may start with it.

@@ -117,6 +117,29 @@ impl Delivery {
         }
     }
 
+    /// Relays an ephemeral event to the receiver's devices online now (here and on other nodes);
+    /// nothing is stored and nothing is acked.
+    pub fn ephemeral_direct(&self, msg: Msg) {
+        let frame = Frame::from(msg.encode());
+        let fanout = self.to_user(&msg.receiver_id, &frame, Cursor::None, None);
+        self.count_drops(fanout);
+    }
+
+    /// Relays an ephemeral event to the devices of the group's members online now, except the
+    /// sending connection; nothing is stored and nothing is acked.
+    pub fn ephemeral_group(&self, msg: Msg, audience: &Audience, from: ConnId) {
+        let frame = Frame::from(msg.encode());
+        let mut fanout = Fanout::default();
+        for user in audience.members.roles.keys() {
+            let skip = (*user == msg.send_id).then_some(from);
+            fanout.add(self.hub.send_to_user(user, &frame, Cursor::None, skip));
+        }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.deliver_group(&msg.receiver_id, &frame);
+        }
+        self.count_drops(fanout);
+    }
+
     /// Acks a message again with what was stored the first time (an idempotent resend).
     pub fn ack_duplicate(&self, mut original: Msg, conn: ConnId) {
         original.msg_type = msg_type::REC_RESP;

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use natter_protocol::{ErrorReason, Msg, is_group_id, msg_type};
+use natter_protocol::{ErrorReason, Msg, is_ephemeral, is_group_id, msg_type};
 
 use crate::{
     budget::InFlight,
@@ -86,7 +86,7 @@ impl Messaging {
                     "msg_type 1 goes to a group id (g_...)",
                 ));
             }
-            t if t != msg_type::GROUP && is_group_id(&msg.receiver_id) => {
+            t if t != msg_type::GROUP && !is_ephemeral(t) && is_group_id(&msg.receiver_id) => {
                 return Err(Refusal::new(
                     ErrorReason::UnsupportedMsgType,
                     "messages to a group have msg_type 1",
@@ -107,6 +107,18 @@ impl Messaging {
                 ErrorReason::SenderMismatch,
                 format!("send_id must be `{}` on this connection", origin.user),
             ));
+        }
+        if is_ephemeral(msg.msg_type) {
+            // Never stored: no store work, no number, no ack; the budget comes back at once.
+            drop(inflight);
+            stamp(&mut msg);
+            if is_group_id(&msg.receiver_id) {
+                let audience = self.group_audience(&msg.receiver_id, origin.user).await?;
+                self.delivery.ephemeral_group(msg, &audience, origin.conn);
+            } else {
+                self.delivery.ephemeral_direct(msg);
+            }
+            return Ok(());
         }
         let stopped =
             |_| Refusal::new(ErrorReason::StoreUnavailable, "the server is shutting down");
