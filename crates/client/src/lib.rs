@@ -26,6 +26,9 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 pub use natter_protocol::Msg;
+
+mod describe;
+pub use describe::describe;
 use natter_protocol::{CloseCode, content_type, msg_type};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::{

@@ -154,7 +154,7 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
                     None => stdin_open = false,
                 },
                 msg = client.next(), if !args.once => match msg {
-                    Some(m) => println!("{}: {}", m.send_id, m.content),
+                    Some(m) => println!("{}", natter_client::describe(&m)),
                     None => anyhow::bail!("the connection was closed"),
                 },
             }
