@@ -39,6 +39,8 @@ pub(super) struct Session {
     pub(super) last_seen: Instant,
     /// When the token expires: the connection is closed with 4002 then.
     pub(super) expiry: Option<Pin<Box<Sleep>>>,
+    /// The rate limits' buckets, made at the first message, like the budget (an idle
+    /// connection stays small); `None` until then, and always when the limits are off.
     pub(super) limiter: Option<Box<RateLimiter>>,
     /// Set while the connection is over its byte rate: nothing is read from it until then.
     pub(super) paused: Option<Pin<Box<Sleep>>>,
@@ -74,7 +76,6 @@ impl Session {
             let left = Duration::from_secs(exp.saturating_sub(crate::clock::now_secs()));
             Box::pin(sleep(left))
         });
-        let limiter = RateLimiter::new(&state.config.limits.rate);
 
         let limits = &state.config.limits;
         let outbox = Arc::new(Outbox::new(limits.outbound_queue, limits.outbound_bytes));
@@ -95,7 +96,7 @@ impl Session {
             batch: VecDeque::new(),
             last_seen: Instant::now(),
             expiry,
-            limiter,
+            limiter: None,
             paused: None,
             budget: None,
             replayed: (0, 0),
@@ -226,6 +227,9 @@ impl Session {
     }
 
     pub(super) async fn on_text(&mut self, text: &str) {
+        if self.limiter.is_none() {
+            self.limiter = RateLimiter::new(&self.state.config.limits.rate);
+        }
         if let Some(limiter) = &mut self.limiter {
             let now = Instant::now();
             match limiter.check(text.len(), now) {
