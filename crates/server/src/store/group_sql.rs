@@ -238,32 +238,21 @@ where
                 invited.push(r.try_get::<String, _>(0)?);
             }
         }
-        // Only the users now over `keep` are trimmed: one statement per such user.
-        let mut over = Vec::new();
+        // Each invited user keeps the newest `keep`: one statement per chunk of users.
         for chunk in invited.chunks(CHUNK) {
             let sql = format!(
-                "SELECT user_id FROM group_invites WHERE user_id IN ({}) GROUP BY user_id \
-                 HAVING COUNT(*) > $1",
+                "DELETE FROM group_invites WHERE (group_id, user_id) IN \
+                 (SELECT group_id, user_id FROM \
+                  (SELECT group_id, user_id, ROW_NUMBER() OVER \
+                   (PARTITION BY user_id ORDER BY invited_at DESC, group_id DESC) AS n \
+                   FROM group_invites WHERE user_id IN ({})) ranked WHERE n > $1)",
                 placeholders(2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(keep as i64);
             for user in chunk {
                 q = q.bind(user.as_str());
             }
-            for r in q.fetch_all(&mut *tx).await? {
-                over.push(r.try_get::<String, _>(0)?);
-            }
-        }
-        for user in &over {
-            sqlx::query(
-                "DELETE FROM group_invites WHERE user_id = $1 AND group_id NOT IN \
-                 (SELECT group_id FROM group_invites WHERE user_id = $1 \
-                  ORDER BY invited_at DESC, group_id DESC LIMIT $2)",
-            )
-            .bind(user.as_str())
-            .bind(keep as i64)
-            .execute(&mut *tx)
-            .await?;
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(invited)
