@@ -85,7 +85,31 @@ pub struct Cluster {
     ttl: Duration,
     conn: ConnectionManager,
     publish: mpsc::Sender<(String, String)>,
+    /// Bytes of the payloads in `publish`.
+    queued: Arc<QueuedBytes>,
     subscriptions: mpsc::Sender<Subscription>,
+}
+
+/// Bytes waiting in a queue, within a bound: what one queue may hold whatever the size of its
+/// items.
+#[derive(Debug, Default)]
+pub(crate) struct QueuedBytes(std::sync::atomic::AtomicUsize);
+
+impl QueuedBytes {
+    /// Counts `n` more bytes in, unless that would pass `max`.
+    pub(crate) fn try_add(&self, n: usize, max: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + n <= max).then_some(q + n)
+            })
+            .is_ok()
+    }
+
+    /// Counts `n` bytes out.
+    pub(crate) fn sub(&self, n: usize) {
+        self.0.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -97,8 +121,10 @@ impl std::fmt::Debug for Cluster {
 /// Longest a session waits for a presence update on Redis.
 const REDIS_WAIT: Duration = Duration::from_secs(1);
 
-/// Publishes waiting to be sent; beyond this, live pushes are dropped (storage has them).
+/// Publishes waiting to be sent, and their bytes; beyond either, live pushes are dropped
+/// (storage has them).
 const PUBLISH_QUEUE: usize = 65_536;
+const PUBLISH_BYTES: usize = 64 * 1024 * 1024;
 
 impl Cluster {
     /// Connects to Redis and starts the publisher, the subscriber and the presence refresher.
@@ -112,15 +138,17 @@ impl Cluster {
         let conn = client.get_connection_manager().await?;
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (subscriptions, subscriptions_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let queued = Arc::new(QueuedBytes::default());
         let cluster = Arc::new(Cluster {
             node: config.node_id.clone(),
             prefix: config.key_prefix.clone(),
             ttl: config.presence_ttl,
             conn: conn.clone(),
             publish,
+            queued: queued.clone(),
             subscriptions,
         });
-        tokio::spawn(publish_loop(conn, publish_rx));
+        tokio::spawn(publish_loop(conn, publish_rx, queued));
         tokio::spawn(subscribe_loop(
             client,
             cluster.clone(),
@@ -152,7 +180,13 @@ impl Cluster {
 
     fn send(&self, channel: String, envelope: &Envelope) {
         let payload = serde_json::to_string(envelope).unwrap_or_default();
+        let n = payload.len();
+        if !self.queued.try_add(n, PUBLISH_BYTES) {
+            tracing::warn!("cluster publish queue full: a live push was dropped (storage has it)");
+            return;
+        }
         if self.publish.try_send((channel, payload)).is_err() {
+            self.queued.sub(n);
             tracing::warn!("cluster publish queue full: a live push was dropped (storage has it)");
         }
     }
@@ -275,4 +309,19 @@ fn now_ms() -> u64 {
 
 fn expiry(ttl: Duration) -> u64 {
     now_ms() + ttl.as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueuedBytes;
+
+    #[test]
+    fn queued_bytes_stay_within_their_bound() {
+        let q = QueuedBytes::default();
+        assert!(q.try_add(60, 100));
+        assert!(!q.try_add(50, 100), "past the bound");
+        assert!(q.try_add(40, 100));
+        q.sub(60);
+        assert!(q.try_add(60, 100));
+    }
 }

@@ -20,13 +20,18 @@ use crate::{
 pub(super) async fn publish_loop(
     mut conn: ConnectionManager,
     mut queue: mpsc::Receiver<(String, String)>,
+    queued: Arc<QueuedBytes>,
 ) {
     let mut batch = Vec::with_capacity(256);
     while queue.recv_many(&mut batch, 256).await > 0 {
         let mut pipe = redis::pipe();
+        let mut bytes = 0;
         for (channel, payload) in batch.drain(..) {
+            bytes += payload.len();
             pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         }
+        // Out of the queue: the pipeline holds them until Redis has them.
+        queued.sub(bytes);
         let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "cluster publish failed; live pushes dropped");
