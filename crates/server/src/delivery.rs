@@ -9,7 +9,7 @@ use natter_protocol::{ErrorReason, Msg, msg_type};
 
 use crate::{
     cluster::Cluster,
-    groups::{Audience, Groups},
+    groups::{Audience, Groups, Members},
     hub::{ConnId, Fanout, Hub},
     metrics::{DropReason, Metrics},
     outbox::{Cursor, Frame},
@@ -100,16 +100,9 @@ impl Delivery {
             .as_ref()
             .and_then(|g| g.cached(&msg.receiver_id))
             .unwrap_or(audience.members);
-        let mut fanout = Fanout::default();
-        for user in members.roles.keys() {
-            let skip = from.filter(|_| *user == msg.send_id);
-            fanout.add(self.hub.send_to_user(user, &frame, Cursor::None, skip));
-        }
+        let mut fanout = self.to_members(&msg, &members, &frame, from);
         for user in &audience.also {
             fanout.add(self.to_user(user, &frame, Cursor::None, None));
-        }
-        if let Some(cluster) = self.cluster.get() {
-            cluster.deliver_group(&msg.receiver_id, &frame);
         }
         self.count_drops(fanout);
         if let Some(conn) = from {
@@ -129,15 +122,28 @@ impl Delivery {
     /// sending connection; nothing is stored and nothing is acked.
     pub fn ephemeral_group(&self, msg: Msg, audience: &Audience, from: ConnId) {
         let frame = Frame::from(msg.encode());
+        let fanout = self.to_members(&msg, &audience.members, &frame, Some(from));
+        self.count_drops(fanout);
+    }
+
+    /// Queues `frame` of the group message `msg` to every member's devices here (skipping the
+    /// sender's connection `from`), and publishes it once for the other nodes.
+    fn to_members(
+        &self,
+        msg: &Msg,
+        members: &Members,
+        frame: &Frame,
+        from: Option<ConnId>,
+    ) -> Fanout {
         let mut fanout = Fanout::default();
-        for user in audience.members.roles.keys() {
-            let skip = (*user == msg.send_id).then_some(from);
-            fanout.add(self.hub.send_to_user(user, &frame, Cursor::None, skip));
+        for user in members.roles.keys() {
+            let skip = from.filter(|_| *user == msg.send_id);
+            fanout.add(self.hub.send_to_user(user, frame, Cursor::None, skip));
         }
         if let Some(cluster) = self.cluster.get() {
-            cluster.deliver_group(&msg.receiver_id, &frame);
+            cluster.deliver_group(&msg.receiver_id, frame);
         }
-        self.count_drops(fanout);
+        fanout
     }
 
     /// Acks a message again with what was stored the first time (an idempotent resend).

@@ -125,17 +125,15 @@ impl UserLimits {
 
     /// A history read of `user`, unless `limits.reads_per_user` are running already.
     pub fn read(&self, user: &str) -> Option<ReadGuard> {
-        let semaphore = self.semaphore(user);
-        let permit = semaphore.clone().try_acquire_owned().ok();
-        self.guard(user, semaphore, permit)
+        let permit = self.semaphore(user).try_acquire_owned().ok();
+        self.guard(user, permit)
     }
 
     /// A history read of `user`, once fewer than `limits.reads_per_user` are running
     /// (a replay waits for its turn rather than failing).
     pub async fn read_wait(&self, user: &str) -> ReadGuard {
-        let semaphore = self.semaphore(user);
-        let permit = semaphore.clone().acquire_owned().await.ok();
-        self.guard(user, semaphore, permit)
+        let permit = self.semaphore(user).acquire_owned().await.ok();
+        self.guard(user, permit)
             .expect("a user's read semaphore is never closed")
     }
 
@@ -147,18 +145,12 @@ impl UserLimits {
             .clone()
     }
 
-    fn guard(
-        &self,
-        user: &str,
-        semaphore: Arc<Semaphore>,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Option<ReadGuard> {
+    fn guard(&self, user: &str, permit: Option<OwnedSemaphorePermit>) -> Option<ReadGuard> {
         let guard = ReadGuard {
             reads: self.reads.clone(),
             user: user.to_owned(),
             permit,
         };
-        drop(semaphore);
         // A refused read is dropped at once, forgetting the user if nothing else runs.
         guard.permit.is_some().then_some(guard)
     }

@@ -16,9 +16,11 @@
 //!
 //! Elsewhere than glibc this does nothing.
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 use std::time::Duration;
 
 /// How often the trimmer looks.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Freed memory the allocator may hold, or gain since the last trim, before it is trimmed.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -53,10 +55,4 @@ fn trim_loop() {
             after_last = unsafe { libc::mallinfo2() }.fordblks;
         }
     }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-#[allow(dead_code)]
-fn trim_loop() {
-    let _ = TRIM_EVERY;
 }

@@ -97,17 +97,28 @@ impl Config {
             }
         }
         let rate = &self.limits.rate;
-        if !(rate.per_second >= 0.0 && rate.per_second.is_finite()) {
-            return invalid(
+        let http = &self.limits.http;
+        // A token bucket: a rate of 0 (off) or more, and a burst of at least 1 when it is on.
+        for (rate_key, per_second, burst_key, burst) in [
+            (
                 "limits.rate.per_second",
-                "must be 0 (off) or a positive number",
-            );
-        }
-        if rate.per_second > 0.0 && rate.burst == 0 {
-            return invalid(
+                rate.per_second,
                 "limits.rate.burst",
-                "must be at least 1 when the rate limit is on",
-            );
+                rate.burst,
+            ),
+            (
+                "limits.http.per_second",
+                http.per_second,
+                "limits.http.burst",
+                http.burst,
+            ),
+        ] {
+            if !(per_second >= 0.0 && per_second.is_finite()) {
+                return invalid(rate_key, "must be 0 (off) or a positive number");
+            }
+            if per_second > 0.0 && burst == 0 {
+                return invalid(burst_key, "must be at least 1 when the limit is on");
+            }
         }
         if rate.close_after == 0 {
             return invalid("limits.rate.close_after", "must be at least 1");
@@ -116,19 +127,6 @@ impl Config {
             return invalid(
                 "limits.rate.burst_bytes",
                 "must be at least limits.max_message_size when limits.rate.bytes_per_second is on",
-            );
-        }
-        let http = &self.limits.http;
-        if !(http.per_second >= 0.0 && http.per_second.is_finite()) {
-            return invalid(
-                "limits.http.per_second",
-                "must be 0 (off) or a positive number",
-            );
-        }
-        if http.per_second > 0.0 && http.burst == 0 {
-            return invalid(
-                "limits.http.burst",
-                "must be at least 1 when the limit is on",
             );
         }
         if self.limits.reads_per_user == 0 {

@@ -8,7 +8,7 @@ use futures_util::SinkExt;
 use natter_protocol::CloseCode;
 use tokio::time::{Instant, timeout_at};
 
-use crate::{outbox::Frame, store::Stream};
+use crate::{outbox::Frame, query::non_negative_param, store::Stream};
 
 use super::session::{Exit, Session};
 
@@ -22,20 +22,9 @@ pub struct Replay {
 
 impl Replay {
     pub(super) fn from_query(query: Option<&str>) -> Result<Replay, String> {
-        let number = |name: &str| -> Result<Option<i64>, String> {
-            match crate::query::query_param(query, name) {
-                None => Ok(None),
-                Some(v) => v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .map(Some)
-                    .ok_or_else(|| format!("{name} must be a non-negative integer")),
-            }
-        };
         Ok(Replay {
-            since_seq: number("since_seq")?,
-            since_send_seq: number("since_send_seq")?,
+            since_seq: non_negative_param(query, "since_seq")?,
+            since_send_seq: non_negative_param(query, "since_send_seq")?,
         })
     }
 }

@@ -23,7 +23,7 @@ mod groups;
 use crate::{
     auth,
     groups::Groups,
-    query::query_param,
+    query::{non_negative_param, query_param},
     state::AppState,
     store::{Store, StoreError, Stream, page_bytes},
 };
@@ -216,14 +216,9 @@ impl HistoryQuery {
     /// Reads `after_name` (default 0) and `limit` from the query string.
     pub(crate) fn parse(q: Option<&str>, after_name: &str) -> Result<HistoryQuery, ApiError> {
         let invalid = |what: String| ApiError::new(HttpError::InvalidQuery, what);
-        let after = match query_param(q, after_name) {
-            None => 0,
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| invalid(format!("{after_name} is a non-negative integer")))?,
-        };
+        let after = non_negative_param(q, after_name)
+            .map_err(invalid)?
+            .unwrap_or(0);
         let limit = match query_param(q, "limit") {
             None => 100,
             Some(v) => v
@@ -306,7 +301,7 @@ async fn messages(
 ) -> Result<Response, ApiError> {
     let q = query.as_deref();
     let store = store(&state)?;
-    let stream = match (
+    let (stream, after_name) = match (
         query_param(q, "after_seq"),
         query_param(q, "after_send_seq"),
     ) {
@@ -316,12 +311,8 @@ async fn messages(
                 "give after_seq or after_send_seq, not both",
             ));
         }
-        (_, None) => Stream::Inbox,
-        (None, Some(_)) => Stream::Sent,
-    };
-    let after_name = match stream {
-        Stream::Inbox => "after_seq",
-        Stream::Sent => "after_send_seq",
+        (None, Some(_)) => (Stream::Sent, "after_send_seq"),
+        _ => (Stream::Inbox, "after_seq"),
     };
     let HistoryQuery { after, limit } = HistoryQuery::parse(q, after_name)?;
     history_page(&state, &who.user, store, &who.user, stream, after, limit).await
