@@ -51,6 +51,42 @@ async fn peer_next(c: &mut Client) -> Result<Option<()>, ()> {
     }
 }
 
+/// `n` messages of 60 KB from `flooder` to `sink`, written as fast as the connection takes
+/// them while its replies are read, as a real client does; returns (acks, refusals).
+async fn flood(flooder: Client, sink: &str, n: usize) -> (usize, usize) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut tx, mut rx) = flooder.ws.split();
+    let big = "f".repeat(60 * 1024);
+    let sending = async move {
+        for i in 0..n {
+            let frame =
+                format!(r#"{{"receiver_id":"{sink}","local_id":"f{i}","content":"{big}"}}"#);
+            tx.send(Message::text(frame)).await.unwrap();
+        }
+        tx
+    };
+    let reading = async move {
+        let (mut acks, mut refused) = (0, 0);
+        while acks + refused < n {
+            let Some(Ok(Message::Text(t))) = rx.next().await else {
+                continue;
+            };
+            let m: natter_protocol::Msg = serde_json::from_str(&t).unwrap();
+            if m.msg_type == msg_type::REC_RESP {
+                if m.content_type == content_type::ERROR {
+                    refused += 1;
+                } else {
+                    acks += 1;
+                }
+            }
+        }
+        (acks, refused)
+    };
+    let (_tx, counts) = tokio::join!(sending, reading);
+    counts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooders_are_slowed_alone_and_the_node_holds_no_more_than_their_budgets() {
     // The in-flight budgets alone: the byte rate, which would pace these flooders first, is
@@ -65,40 +101,8 @@ async fn flooders_are_slowed_alone_and_the_node_holds_no_more_than_their_budgets
         let _sink = common::raw_silent_client(server.addr, &format!("sink{f}"), "p").await;
         let flooder = server.connect(&format!("flood{f}"), "p").await;
         flooders.push(tokio::spawn(async move {
-            use futures_util::{SinkExt, StreamExt};
-            use tokio_tungstenite::tungstenite::Message;
             let _sink = _sink;
-            let (mut tx, mut rx) = flooder.ws.split();
-            let big = "f".repeat(60 * 1024);
-            // Read and write at once, as a real client does.
-            let sending = async move {
-                for i in 0..300 {
-                    let frame = format!(
-                        r#"{{"receiver_id":"sink{f}","local_id":"f{i}","content":"{big}"}}"#
-                    );
-                    tx.send(Message::text(frame)).await.unwrap();
-                }
-                tx
-            };
-            let reading = async move {
-                let (mut acks, mut refused) = (0, 0);
-                while acks + refused < 300 {
-                    let Some(Ok(Message::Text(t))) = rx.next().await else {
-                        continue;
-                    };
-                    let m: natter_protocol::Msg = serde_json::from_str(&t).unwrap();
-                    if m.msg_type == msg_type::REC_RESP {
-                        if m.content_type == content_type::ERROR {
-                            refused += 1;
-                        } else {
-                            acks += 1;
-                        }
-                    }
-                }
-                (acks, refused)
-            };
-            let (_tx, counts) = tokio::join!(sending, reading);
-            counts
+            flood(flooder, &format!("sink{f}"), 300).await
         }));
     }
     // What the node holds of the messages read and not yet acked, sampled all along: the
@@ -165,39 +169,7 @@ async fn a_sender_over_its_byte_rate_is_paced_not_refused() {
     let _sink = common::raw_silent_client(server.addr, "sink", "p").await;
     let flooder = server.connect("flood", "p").await;
     let started = Instant::now();
-    let flood = tokio::spawn(async move {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message;
-        let (mut tx, mut rx) = flooder.ws.split();
-        let big = "f".repeat(60 * 1024);
-        let sending = async move {
-            for i in 0..N {
-                let frame =
-                    format!(r#"{{"receiver_id":"sink","local_id":"f{i}","content":"{big}"}}"#);
-                tx.send(Message::text(frame)).await.unwrap();
-            }
-            tx
-        };
-        let reading = async move {
-            let (mut acks, mut refused) = (0, 0);
-            while acks + refused < N {
-                let Some(Ok(Message::Text(t))) = rx.next().await else {
-                    continue;
-                };
-                let m: natter_protocol::Msg = serde_json::from_str(&t).unwrap();
-                if m.msg_type == msg_type::REC_RESP {
-                    if m.content_type == content_type::ERROR {
-                        refused += 1;
-                    } else {
-                        acks += 1;
-                    }
-                }
-            }
-            (acks, refused)
-        };
-        let (_tx, counts) = tokio::join!(sending, reading);
-        counts
-    });
+    let flood = tokio::spawn(flood(flooder, "sink", N));
     let during = median_round_trip(&mut chatting[0], "peer0", "d", 20).await;
     let (acks, refused) = tokio::time::timeout(Duration::from_secs(60), flood)
         .await

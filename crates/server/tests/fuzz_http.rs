@@ -52,30 +52,12 @@ fn call(method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
     f.runtime.block_on(async {
         let sep = if path.contains('?') { '&' } else { '?' };
         let path = format!("{path}{sep}user_id=fuzzer");
-        let (status, text) = raw(&f.server, method, &path, body.unwrap_or("")).await;
+        let body = body.unwrap_or("");
+        let (status, text) =
+            common::http_request_text(f.server.addr, method, &path, &[], body).await;
         let value = serde_json::from_str(&text).unwrap_or(Value::Null);
         (status, value)
     })
-}
-
-async fn raw(server: &TestServer, method: &str, path: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await.unwrap();
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A value for a numeric query parameter: numbers in and out of range, and not numbers.

@@ -87,9 +87,7 @@ async fn slow_history_readers_hold_few_pages_and_are_cut_off() {
     for _ in 0..4 {
         // Eight pages of 1 MiB asked at once, never read: more than the kernel's buffers take,
         // so the server's writes to this connection soon wait, each holding one of bob's reads.
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut tcp = socket.connect(server.addr).await.unwrap();
+        let mut tcp = tiny_window(server.addr).await;
         tcp.write_all(request.repeat(8).as_bytes()).await.unwrap();
         readers.push(tcp);
     }
@@ -163,9 +161,7 @@ async fn replays_nobody_reads_are_dropped_and_others_chat_meanwhile() {
     let mut replays = Vec::new();
     for n in 0..10 {
         // 7 MB of history into a tiny receive window, never read.
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut tcp = socket.connect(server.addr).await.unwrap();
+        let mut tcp = tiny_window(server.addr).await;
         let request = format!(
             "GET /ws/bob/conn/d{n}?since_seq=0 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -223,4 +219,11 @@ async fn round_trip(c: &mut Client, d: &mut Client, tag: String) -> std::time::D
     c.send_msg("dave", &tag, "hi").await;
     assert_eq!(d.recv().await.local_id, tag);
     t.elapsed()
+}
+
+/// A connection to `addr` with a receive window of a few KB, for a client that never reads.
+async fn tiny_window(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
 }

@@ -127,8 +127,19 @@ pub async fn http_request_with(
     headers: &[(&str, &str)],
     body: Option<serde_json::Value>,
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    http_request_text(addr, method, path, headers, &body).await
+}
+
+/// An HTTP/1.1 request whose body is `body` as it is (JSON or not); returns (status, body).
+pub async fn http_request_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
