@@ -22,10 +22,13 @@ pub enum ErrorReason {
     StoreUnavailable,
     /// A group message from somebody who is not a member (or to a group that does not exist).
     NotAMember,
+    /// A recall or edit of an entry that is not the sender's, is a recall or an edit itself,
+    /// was recalled, or is older than `messages.edit_window`.
+    NotEditable,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 9] = [
+    pub const ALL: [ErrorReason; 10] = [
         ErrorReason::InvalidJson,
         ErrorReason::InvalidMsg,
         ErrorReason::MissingReceiver,
@@ -35,6 +38,7 @@ impl ErrorReason {
         ErrorReason::RateLimited,
         ErrorReason::StoreUnavailable,
         ErrorReason::NotAMember,
+        ErrorReason::NotEditable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +52,7 @@ impl ErrorReason {
             ErrorReason::RateLimited => "rate_limited",
             ErrorReason::StoreUnavailable => "store_unavailable",
             ErrorReason::NotAMember => "not_a_member",
+            ErrorReason::NotEditable => "not_editable",
         }
     }
 }
@@ -99,6 +104,8 @@ pub enum HttpError {
     GroupNotFound,
     /// No pending invitation of the caller to that group.
     NotInvited,
+    /// No such conversation of the caller's (an id that names none, or one the caller is not in).
+    ConversationNotFound,
     /// The server stores nothing (`storage.backend: none`).
     StorageDisabled,
     /// The group would exceed `groups.max_members`.
@@ -118,7 +125,7 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    pub const ALL: [HttpError; 29] = [
+    pub const ALL: [HttpError; 30] = [
         HttpError::InvalidId,
         HttpError::InvalidQuery,
         HttpError::InvalidRequest,
@@ -140,6 +147,7 @@ impl HttpError {
         HttpError::Forbidden,
         HttpError::GroupNotFound,
         HttpError::NotInvited,
+        HttpError::ConversationNotFound,
         HttpError::StorageDisabled,
         HttpError::GroupFull,
         HttpError::TooManyGroups,
@@ -173,6 +181,8 @@ impl HttpError {
             HttpError::Forbidden => "forbidden",
             HttpError::GroupNotFound => "group_not_found",
             HttpError::NotInvited => "not_invited",
+            HttpError::ConversationNotFound => "conversation_not_found",
+
             HttpError::StorageDisabled => "storage_disabled",
             HttpError::GroupFull => "group_full",
             HttpError::TooManyGroups => "too_many_groups",
@@ -201,7 +211,10 @@ impl HttpError {
             | HttpError::DevelopmentBehindProxy
             | HttpError::NotAMember
             | HttpError::Forbidden => 403,
-            HttpError::GroupNotFound | HttpError::NotInvited | HttpError::StorageDisabled => 404,
+            HttpError::GroupNotFound
+            | HttpError::NotInvited
+            | HttpError::ConversationNotFound
+            | HttpError::StorageDisabled => 404,
             HttpError::GroupFull | HttpError::TooManyGroups => 409,
             HttpError::BodyTooLarge => 413,
             HttpError::BodyTimeout => 408,

@@ -96,9 +96,10 @@ fn check_fields(msg: &Msg) -> Result<(), (ErrorReason, String)> {
     Ok(())
 }
 
-/// `msg_type` values only the server sends: group notices and acks.
+/// `msg_type` values only the server sends: group notices, conversation updates and acks.
 fn is_server_msg_type(t: i32) -> bool {
-    (msg_type::GROUP_CREATED..=msg_type::GROUP_INVITED).contains(&t) || t == msg_type::REC_RESP
+    (msg_type::GROUP_CREATED..=msg_type::CONVERSATION_UPDATED).contains(&t)
+        || t == msg_type::REC_RESP
 }
 
 /// The `local_id` an error reply may carry back: the client's, if it is a valid one.

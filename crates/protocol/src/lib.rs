@@ -6,6 +6,7 @@
 //! This crate does no I/O; `docs/protocol.md` is the prose version of this file.
 
 mod codes;
+pub mod conversation;
 mod decode;
 pub mod ids;
 mod msg;
@@ -38,9 +39,25 @@ pub mod msg_type {
     /// Users were invited (`groups.invite: accept`); they become members once they accept.
     /// Delivered to the members and to the invitees.
     pub const GROUP_INVITED: i32 = 11;
+    /// A conversation changed for the user (Natter's; sent by the server to the user's own
+    /// devices, live, not stored): `conv_id` names it and `content` is a JSON object of what
+    /// changed: `read_seq` (read on another device), `pinned`, `muted`, `hidden` (entries
+    /// deleted for the user). The chat list API has the same state for a device that was away.
+    pub const CONVERSATION_UPDATED: i32 = 12;
     /// Read receipt: `content` is the `server_id` of the last message read; every message from
-    /// `receiver_id` to the reader up to it is marked read.
+    /// `receiver_id` to the reader up to it is marked read. With `conv_seq` (Natter's), it also
+    /// moves the reader's read position in the conversation to it; to a group, only that (it
+    /// is not stored in the group's stream).
     pub const READ: i32 = 23;
+    /// Recall (Natter's): the sender takes back an entry of the conversation for everyone
+    /// within `messages.edit_window`; `content` is `{"conv_seq": N}`
+    /// ([`crate::conversation::Change`]). Stored as an entry; the recalled entry's content is
+    /// erased.
+    pub const RECALL: i32 = 25;
+    /// Edit (Natter's): the sender replaces an entry's content within `messages.edit_window`;
+    /// `content` is `{"conv_seq": N, "content": "new text"}`. Stored as an entry; the entry
+    /// shows the new content.
+    pub const EDIT: i32 = 26;
     /// Ephemeral events (typing, "recording", call signalling): `msg_type` 100 to 199, the
     /// application's to number. Relayed to the online devices of the receiver (or the group's
     /// members), never stored, numbered, acknowledged or replayed.

@@ -28,6 +28,15 @@ pub struct Msg {
     /// Unknown to the tutorial's clients, which ignore it.
     #[serde(default)]
     pub send_seq: i64,
+    /// Natter's addition: the conversation the message belongs to ([`crate::conversation`]):
+    /// a group's id, or the id of a one-to-one pair. Set by the server; ignored from clients.
+    #[serde(default)]
+    pub conv_id: String,
+    /// Natter's addition: the message's place in its conversation, the same for every
+    /// participant (0: not an entry of the conversation, e.g. a read receipt). In a read
+    /// receipt from a client: the conversation position read up to.
+    #[serde(default)]
+    pub conv_seq: i64,
     #[serde(default)]
     pub msg_type: i32,
     #[serde(default)]
@@ -62,6 +71,7 @@ impl Msg {
         // `serde_json::to_string` writes (tested).
         let strings = self.send_id.len()
             + self.receiver_id.len()
+            + self.conv_id.len()
             + self.local_id.len()
             + self.server_id.len()
             + self.content.len();
@@ -82,6 +92,10 @@ impl Msg {
         push_int(&mut out, self.seq);
         out.push_str(",\"send_seq\":");
         push_int(&mut out, self.send_seq);
+        out.push_str(",\"conv_id\":");
+        push_json_str(&mut out, &self.conv_id);
+        out.push_str(",\"conv_seq\":");
+        push_int(&mut out, self.conv_seq);
         out.push_str(",\"msg_type\":");
         let start = out.len();
         push_int(&mut out, i64::from(self.msg_type));
@@ -207,8 +221,14 @@ mod tests {
         // Strings with quotes, backslashes, every control character and non-ASCII.
         let text = || "(\\PC|[\\x00-\\x1f\"\\\\\u{7f}\u{2028}é😀]){0,12}";
         (
-            (text(), text(), text(), text(), text()),
-            (any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>()),
+            (text(), text(), text(), text(), text(), text()),
+            (
+                any::<i64>(),
+                any::<i64>(),
+                any::<i64>(),
+                any::<i64>(),
+                any::<i64>(),
+            ),
             (any::<i32>(), any::<i32>(), any::<bool>()),
         )
             .prop_map(|(s, n, t)| Msg {
@@ -217,6 +237,8 @@ mod tests {
                 local_id: s.2,
                 server_id: s.3,
                 content: s.4,
+                conv_id: s.5,
+                conv_seq: n.4,
                 create_time: n.0,
                 send_time: n.1,
                 seq: n.2,

@@ -27,6 +27,8 @@ const FIELDS: &[(&str, Kind)] = &[
     ("send_time", Kind::Int64),
     ("seq", Kind::Int64),
     ("send_seq", Kind::Int64),
+    ("conv_id", Kind::Text),
+    ("conv_seq", Kind::Int64),
     ("msg_type", Kind::Int32),
     ("content_type", Kind::Int32),
     ("is_read", Kind::Bool),
@@ -151,6 +153,8 @@ fn expected(members: &[(String, Value)]) -> Result<Msg, ErrorReason> {
         send_time: int("send_time"),
         seq: int("seq"),
         send_seq: int("send_seq"),
+        conv_id: text("conv_id"),
+        conv_seq: int("conv_seq"),
         msg_type: int("msg_type") as i32,
         content_type: int("content_type") as i32,
         is_read: get("is_read").and_then(Value::as_bool).unwrap_or(false),
@@ -163,7 +167,7 @@ fn expected(members: &[(String, Value)]) -> Result<Msg, ErrorReason> {
     if !id_ok(&msg.receiver_id) || !id_ok(&msg.local_id) || msg.content.contains('\0') {
         return Err(ErrorReason::InvalidMsg);
     }
-    if (2..=11).contains(&msg.msg_type) || msg.msg_type == 24 {
+    if (2..=12).contains(&msg.msg_type) || msg.msg_type == 24 {
         return Err(ErrorReason::UnsupportedMsgType);
     }
     if msg.content_type == 2 {

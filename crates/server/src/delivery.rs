@@ -113,8 +113,14 @@ impl Delivery {
     /// Relays an ephemeral event to the receiver's devices online now (here and on other nodes);
     /// nothing is stored and nothing is acked.
     pub fn ephemeral_direct(&self, msg: Msg) {
+        self.live(&msg.receiver_id, &msg, None);
+    }
+
+    /// Sends `msg` to `user`'s devices online now (here and on other nodes) but `skip`:
+    /// nothing is stored, nothing is acked.
+    pub fn live(&self, user: &str, msg: &Msg, skip: Option<ConnId>) {
         let frame = Frame::from(msg.encode());
-        let fanout = self.to_user(&msg.receiver_id, &frame, Cursor::None, None);
+        let fanout = self.to_user(user, &frame, Cursor::None, skip);
         self.count_drops(fanout);
     }
 

@@ -78,7 +78,13 @@ impl Server {
                 config.storage.batch_bytes,
             )
         });
-        let messaging = Arc::new(Messaging::new(delivery.clone(), sequencer, groups.clone()));
+        let messaging = Arc::new(Messaging::new(
+            delivery.clone(),
+            sequencer,
+            groups.clone(),
+            store.clone(),
+            config.messages.edit_window,
+        ));
         let cluster = match (&groups, config.cluster.enabled) {
             (Some(groups), true) => {
                 let mut cluster_config = config.cluster.clone();

@@ -75,6 +75,11 @@ async fn provoke_reason(reason: ErrorReason) -> ErrorReason {
             c.send_text(r#"{"receiver_id": "g_nobody", "msg_type": 1}"#)
                 .await
         }
+        ErrorReason::NotEditable => {
+            let recall =
+                r#"{"receiver_id": "bob", "msg_type": 25, "content": "{\"conv_seq\": 1}"}"#;
+            c.send_text(recall).await
+        }
     }
     next_error(&mut c).await
 }

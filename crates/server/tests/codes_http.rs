@@ -236,6 +236,11 @@ async fn provoke_http(error: HttpError) -> (u16, String) {
             let path = format!("/api/v1/invites/{g}/accept?user_id=b");
             call(&server, "POST", &path, &[], None).await
         }
+        HttpError::ConversationNotFound => {
+            let server = start(test_config()).await;
+            let path = "/api/v1/conversations/d:b:c/messages?user_id=a";
+            call(&server, "GET", path, &[], None).await
+        }
         HttpError::StorageDisabled => {
             let mut config = test_config();
             config.storage.backend = StorageBackend::None;

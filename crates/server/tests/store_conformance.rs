@@ -49,7 +49,7 @@ fn numbers(outcomes: &[Appended]) -> Vec<(i64, i64)> {
     outcomes
         .iter()
         .map(|o| match o {
-            Appended::New { seq, send_seq } => (*seq, *send_seq),
+            Appended::New { seq, send_seq, .. } => (*seq, *send_seq),
             Appended::Duplicate(m) => panic!("unexpected duplicate {m:?}"),
         })
         .collect()
@@ -119,7 +119,7 @@ async fn a_resend_is_the_original_in_a_later_batch_or_the_same_one(backend: Back
         }
         // `y` is new the first time, and a resend of that first time the second.
         match (&outcomes[1], moved) {
-            (Appended::New { seq, send_seq }, false) => assert_eq!((*seq, *send_seq), (2, 2)),
+            (Appended::New { seq, send_seq, .. }, false) => assert_eq!((*seq, *send_seq), (2, 2)),
             (Appended::Duplicate(m), true) => assert_eq!((m.seq, m.local_id.as_str()), (2, "y")),
             (other, _) => panic!("moved: {moved}, y: {other:?}"),
         }

@@ -22,6 +22,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub storage: StorageConfig,
     pub groups: GroupsConfig,
+    pub messages: MessagesConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
@@ -70,6 +71,22 @@ pub struct GroupsConfig {
     pub invite: InviteRule,
     /// Pending invitations one user keeps (`invite: accept`); the oldest beyond it go.
     pub max_invites_per_user: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// How long after sending a sender may recall (for everyone) or edit a message; 0: never.
+    #[serde(deserialize_with = "duration")]
+    pub edit_window: Duration,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        MessagesConfig {
+            edit_window: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// The consent rule of `groups.invite`.

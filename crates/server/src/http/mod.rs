@@ -18,6 +18,7 @@ use natter_protocol::{
 use serde_json::json;
 
 mod body;
+mod conversations;
 mod groups;
 
 use crate::{
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users/{user_id}/online", get(online))
         .route("/", get(web_page))
         .merge(groups::routes())
+        .merge(conversations::routes())
 }
 
 /// `GET /`: the web chat page, compiled into the binary.
@@ -174,11 +176,17 @@ pub(crate) fn valid_id(id: &str, what: &str) -> Result<(), ApiError> {
 /// whatever `limit` asks for.
 pub(crate) const PAGE_BYTES: usize = 1024 * 1024;
 
-/// Whether more may follow a page of `limit` read within [`PAGE_BYTES`]: it is full, or the
-/// next message might not have fitted (a client asking again then gets an empty page).
-pub(crate) fn has_more(state: &AppState, page: &[natter_protocol::Msg], limit: u32) -> bool {
+/// Whether more may follow a page of `limit` read within [`PAGE_BYTES`] (`read` messages, some
+/// perhaps left out of `page`): it is full, or the next message might not have fitted (a client
+/// asking again then gets an empty page).
+pub(crate) fn has_more(
+    state: &AppState,
+    page: &[natter_protocol::Msg],
+    read: usize,
+    limit: u32,
+) -> bool {
     let bytes: usize = page.iter().map(page_bytes).sum();
-    page.len() == limit as usize
+    read == limit as usize
         || bytes + page_bytes_at_most(state.config.limits.max_message_size) > PAGE_BYTES
 }
 
@@ -231,8 +239,7 @@ impl HistoryQuery {
     }
 }
 
-/// One page of `owner`'s `stream` for `caller`, serialised once, straight from the store's
-/// messages; at most `limits.reads_per_user` run at once per caller.
+/// One page of `owner`'s `stream` for `caller` ([`page_response`]).
 pub(crate) async fn history_page(
     state: &AppState,
     caller: &str,
@@ -242,6 +249,26 @@ pub(crate) async fn history_page(
     after: i64,
     limit: u32,
 ) -> Result<Response, ApiError> {
+    page_response(state, caller, limit, || async move {
+        let page = store.page(owner, stream, after, limit, PAGE_BYTES).await?;
+        let read = page.len();
+        Ok((page, read))
+    })
+    .await
+}
+
+/// A page of messages `read` (at most `limit`, within [`PAGE_BYTES`]; with how many were read,
+/// for `has_more`, before any was left out) for `caller`, serialised once, straight from the
+/// store's messages; at most `limits.reads_per_user` run at once per caller.
+pub(crate) async fn page_response<'a, F>(
+    state: &AppState,
+    caller: &str,
+    limit: u32,
+    read: impl FnOnce() -> F,
+) -> Result<Response, ApiError>
+where
+    F: std::future::Future<Output = Result<(Vec<Msg>, usize), StoreError>> + 'a,
+{
     let reading = state.limits.read(caller).ok_or_else(|| {
         state.metrics.http_refused.increment(1);
         ApiError::new(
@@ -249,14 +276,14 @@ pub(crate) async fn history_page(
             "too many history reads at once (limits.reads_per_user): wait for one to end",
         )
     })?;
-    let messages = store.page(owner, stream, after, limit, PAGE_BYTES).await?;
+    let (messages, read) = read().await?;
     #[derive(serde::Serialize)]
     struct Page<'a> {
         messages: &'a [Msg],
         has_more: bool,
     }
     let page = Page {
-        has_more: has_more(state, &messages, limit),
+        has_more: has_more(state, &messages, read, limit),
         messages: &messages,
     };
     let json = match serde_json::to_vec(&page) {

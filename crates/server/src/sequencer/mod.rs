@@ -266,9 +266,14 @@ async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<De
     {
         for ((mut msg, target), outcome) in msgs.into_iter().zip(targets).zip(outcomes) {
             let original = match outcome {
-                Ok(Appended::New { seq, send_seq }) => {
+                Ok(Appended::New {
+                    seq,
+                    send_seq,
+                    conv_seq,
+                }) => {
                     msg.seq = seq;
                     msg.send_seq = send_seq;
+                    msg.conv_seq = conv_seq;
                     None
                 }
                 Ok(Appended::Duplicate(original)) => Some(original),

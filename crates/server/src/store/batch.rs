@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use natter_protocol::Msg;
+use natter_protocol::{Msg, conversation, is_group_id};
 
 use super::Appended;
 
@@ -64,14 +64,38 @@ pub(super) fn classify(batch: &[Msg], stored: &Map<Key, Msg>) -> Vec<Seen> {
         .collect()
 }
 
+/// Whether a message is numbered in a one-to-one conversation's own counter (a group's entries
+/// take the group's `seq`).
+pub(super) fn takes_direct_conv_seq(m: &Msg) -> bool {
+    conversation::is_entry(m) && !is_group_id(&m.receiver_id)
+}
+
+/// How many `conv_seq`s each one-to-one conversation's new entries of the batch take, by
+/// conversation id in order.
+pub(super) fn conv_demand(batch: &[Msg], seen: &[Seen]) -> Vec<(String, i64)> {
+    let mut demand: std::collections::BTreeMap<String, i64> = Default::default();
+    for (m, _) in batch
+        .iter()
+        .zip(seen)
+        .filter(|(m, s)| s.is_new() && takes_direct_conv_seq(m))
+    {
+        *demand.entry(conversation::id_of(m)).or_default() += 1;
+    }
+    demand.into_iter().collect()
+}
+
 /// Numbers the new messages of a batch and decides every message's outcome. `next` holds, per
-/// user, the next free `seq` and `send_seq`; it is advanced past the numbers handed out.
+/// user, the next free `seq` and `send_seq`, and `next_conv` per one-to-one conversation the
+/// next free `conv_seq`; both are advanced past the numbers handed out. Every new message gets
+/// its `conv_id`; an entry its `conv_seq` (a group's: its `seq`); a read receipt keeps the
+/// `conv_seq` it was sent with (the position read up to).
 /// Returns the numbered new messages (to insert) and one outcome per message of `batch`.
 pub(super) fn number(
     batch: &[Msg],
     seen: &[Seen],
     stored: &Map<Key, Msg>,
     next: &mut Map<String, (i64, i64)>,
+    next_conv: &mut Map<String, i64>,
 ) -> (Vec<Msg>, Vec<Appended>) {
     let mut numbered: Vec<Msg> = Vec::with_capacity(batch.len());
     let mut outcomes: Vec<Appended> = Vec::with_capacity(batch.len());
@@ -87,17 +111,35 @@ pub(super) fn number(
                     n.1 += 1;
                     n.1 - 1
                 });
+                m.conv_id = conversation::id_of(&m);
+                if !conversation::is_entry(&m) {
+                    m.conv_seq = m.conv_seq.max(0);
+                } else if is_group_id(&m.receiver_id) {
+                    m.conv_seq = m.seq;
+                } else {
+                    m.conv_seq = next_conv.get_mut(&m.conv_id).map_or(0, |n| {
+                        *n += 1;
+                        *n - 1
+                    });
+                }
                 let outcome = Appended::New {
                     seq: m.seq,
                     send_seq: m.send_seq,
+                    conv_seq: m.conv_seq,
                 };
                 numbered.push(m);
                 outcome
             }
             Seen::RepeatOf(first) => Appended::Duplicate(match &outcomes[first] {
-                Appended::New { seq, send_seq } => Msg {
+                Appended::New {
+                    seq,
+                    send_seq,
+                    conv_seq,
+                } => Msg {
                     seq: *seq,
                     send_seq: *send_seq,
+                    conv_seq: *conv_seq,
+                    conv_id: conversation::id_of(&batch[first]),
                     ..batch[first].clone()
                 },
                 Appended::Duplicate(m) => m.clone(),

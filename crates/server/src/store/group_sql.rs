@@ -8,7 +8,10 @@ use std::{collections::HashMap, marker::PhantomData};
 
 use sqlx::{ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
-use super::{CHUNK, Group, Invite, Member, MyGroup, Role, StoreError};
+use super::{
+    CHUNK, Group, Invite, Member, MyGroup, Role, StoreError,
+    conv::{placeholders, values as rows},
+};
 
 /// The group SQL for the driver `DB`.
 pub(super) struct GroupSql<DB>(PhantomData<DB>);
@@ -358,20 +361,4 @@ where
         let role: String = row.try_get(column)?;
         Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown role `{role}`")))
     }
-}
-
-/// `$from, $from+1, ...`: `n` numbered placeholders (both drivers read `$N`).
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `($1, .., $k), ($k+1, ..)`: the placeholders of `n` rows of `k` columns.
-fn rows(n: usize, k: usize) -> String {
-    (0..n)
-        .map(|r| format!("({})", placeholders(r * k + 1, k)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -14,6 +14,7 @@
 //! - `group_sql.rs`: the group tables, the same SQL on both.
 
 mod batch;
+pub mod conv;
 mod group_sql;
 mod postgres;
 mod sqlite;
@@ -25,6 +26,7 @@ use natter_protocol::Msg;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use crate::config::{StorageBackend, StorageConfig};
+use conv::{ListParts, Settings};
 
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, Tuning};
@@ -33,7 +35,11 @@ pub use sqlite::{SqliteStore, Tuning};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
     /// Stored now, with these sequence numbers.
-    New { seq: i64, send_seq: i64 },
+    New {
+        seq: i64,
+        send_seq: i64,
+        conv_seq: i64,
+    },
     /// The sender had sent this `local_id` before: the original, as stored.
     Duplicate(Msg),
 }
@@ -291,8 +297,104 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The groups `user` is a member of, with the user's role in each and the group's last seq.
     fn groups_of<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<MyGroup>, StoreError>>;
 
+    /// What `user`'s chat list is made of ([`conv::ListParts`]), including what the store
+    /// knows beyond its tables.
+    fn chat_list<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<ListParts, StoreError>>;
+
+    /// Up to `limit` entries of a conversation on one side of `from`, above `floor` (a group
+    /// member's join), in `conv_seq` order, within `max_bytes` ([`page_bytes`]; the entry next
+    /// to `from` is given whatever its size).
+    fn history<'a>(
+        &'a self,
+        conv_id: &'a str,
+        from: HistoryFrom,
+        floor: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>>;
+
+    /// Raises `user`'s read position in a conversation to `upto` (one-to-one: in its row; a
+    /// group: the membership's). Returns false if `user` is not in the group.
+    fn mark_read<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        upto: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Sets `user`'s settings of a conversation (`None`: unchanged); returns them.
+    fn set_settings<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        pinned: Option<bool>,
+        muted: Option<bool>,
+    ) -> BoxFuture<'a, Result<Settings, StoreError>>;
+
+    /// Hides entries of a conversation from `user`'s history (delete for me).
+    fn hide<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        seqs: &'a [i64],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Which entries `low..=high` of a conversation `user` hid.
+    fn hidden<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        low: i64,
+        high: i64,
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
+
+    /// How many members of a group other than `except` have read up to `seq`.
+    fn read_count<'a>(
+        &'a self,
+        group: &'a str,
+        seq: i64,
+        except: &'a str,
+    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+
     /// Appends the store's own metrics (Prometheus text) to `out`.
     fn render_metrics(&self, out: &mut String);
+}
+
+/// Which side of a position a history page is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryFrom {
+    /// The entries before this `conv_seq` (exclusive), the newest of them: scrolling back.
+    Before(i64),
+    /// The entries after this `conv_seq` (exclusive), the oldest of them: catching up.
+    After(i64),
+}
+
+impl HistoryFrom {
+    /// Whether `conv_seq` is on this side, above `floor`.
+    pub fn holds(self, conv_seq: i64, floor: i64) -> bool {
+        conv_seq > floor
+            && match self {
+                HistoryFrom::Before(b) => conv_seq < b,
+                HistoryFrom::After(a) => conv_seq > a,
+            }
+    }
+
+    /// Cuts `entries` (in conv_seq order, deduplicated) to the page: `limit` entries next to
+    /// the position, within `max_bytes`.
+    pub fn cut(self, entries: &mut Vec<Msg>, limit: usize, max_bytes: usize) {
+        match self {
+            HistoryFrom::After(_) => {
+                entries.truncate(limit);
+                cut_to_bytes(entries, max_bytes);
+            }
+            HistoryFrom::Before(_) => {
+                entries.reverse();
+                entries.truncate(limit);
+                cut_to_bytes(entries, max_bytes);
+                entries.reverse();
+            }
+        }
+    }
 }
 
 /// Opens the configured store, creating its schema on first start. `None` when storage is off.

@@ -6,7 +6,11 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures_util::future::BoxFuture;
-use natter_protocol::{Msg, msg_type};
+use natter_protocol::{
+    Msg,
+    conversation::{self, Conversation},
+    msg_type,
+};
 use sqlx::{
     PgConnection, Postgres, QueryBuilder, Row,
     pool::PoolConnection,
@@ -14,19 +18,20 @@ use sqlx::{
 };
 
 use super::{
-    Appended, CHUNK, Group, Invite, Member, MyGroup, Role, Store, StoreError, Stream,
-    batch::{Key, Map, Seen, classify, key, number},
+    Appended, CHUNK, Group, HistoryFrom, Invite, Member, MyGroup, Role, Store, StoreError, Stream,
+    batch::{Key, Map, Seen, classify, conv_demand, key, number},
+    conv::{ConvSql, ListParts, Settings, apply_change, change_target, changes},
     group_sql::GroupSql,
     migrator,
 };
 
 const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
-                       content_type, content, create_time, send_time, is_read";
+                       content_type, content, create_time, send_time, is_read, conv_id, conv_seq";
 
 /// The same columns, qualified by the alias `m`.
 const MSG_COLUMNS: &str = "m.server_id, m.send_id, m.receiver_id, m.local_id, m.seq, \
                            m.send_seq, m.msg_type, m.content_type, m.content, m.create_time, \
-                           m.send_time, m.is_read";
+                           m.send_time, m.is_read, m.conv_id, m.conv_seq";
 
 /// Rows deleted per statement by retention, so writers are never blocked for long.
 const PRUNE_CHUNK: i64 = 5000;
@@ -42,9 +47,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "group invites",
         include_str!("../../migrations/postgres/0002_group_invites.sql"),
     ),
+    (
+        3,
+        "conversations",
+        include_str!("../../migrations/postgres/0003_conversations.sql"),
+    ),
 ];
 
 type Sql = GroupSql<Postgres>;
+type Conv = ConvSql<Postgres>;
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -82,6 +93,8 @@ impl PostgresStore {
             create_time: row.try_get(9)?,
             send_time: row.try_get(10)?,
             is_read: row.try_get(11)?,
+            conv_id: row.try_get(12)?,
+            conv_seq: row.try_get(13)?,
         })
     }
 
@@ -129,7 +142,9 @@ impl PostgresStore {
                     .push_bind(m.content.as_str())
                     .push_bind(m.create_time)
                     .push_bind(m.send_time)
-                    .push_bind(m.is_read);
+                    .push_bind(m.is_read)
+                    .push_bind(m.conv_id.as_str())
+                    .push_bind(m.conv_seq);
             });
             q.build().execute(&mut *conn).await?;
         }
@@ -167,6 +182,43 @@ impl PostgresStore {
             .push_bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
             .push(format!(" ORDER BY {cursor}"));
         let rows = q.build().fetch_all(&mut *conn).await?;
+        Ok(rows
+            .iter()
+            .map(Self::row_to_msg)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// A page of a conversation's entries ([`Store::history`]), the byte bound summed in SQL
+    /// from the position outwards.
+    async fn select_history(
+        conn: &mut PgConnection,
+        conv_id: &str,
+        from: HistoryFrom,
+        floor: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<Msg>, StoreError> {
+        let (cmp, bound, order) = match from {
+            HistoryFrom::Before(b) => ("<", b, "DESC"),
+            HistoryFrom::After(a) => (">", a, "ASC"),
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM (SELECT {COLUMNS}, \
+             SUM(64 + octet_length(content)) OVER (ORDER BY conv_seq {order}) AS upto, \
+             ROW_NUMBER() OVER (ORDER BY conv_seq {order}) AS n \
+             FROM messages WHERE conv_id = $1 AND conv_seq {cmp} $2 AND conv_seq > $3 \
+             AND conv_seq > 0 AND msg_type <> {read} ORDER BY conv_seq {order} LIMIT $4) page \
+             WHERE n = 1 OR upto <= $5 ORDER BY conv_seq",
+            read = msg_type::READ
+        );
+        let rows = sqlx::query(&sql)
+            .bind(conv_id)
+            .bind(bound)
+            .bind(floor)
+            .bind(i64::from(limit))
+            .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+            .fetch_all(&mut *conn)
+            .await?;
         Ok(rows
             .iter()
             .map(Self::row_to_msg)
@@ -235,10 +287,72 @@ impl PostgresStore {
                 next.insert(user.clone(), (seq_top - inbox + 1, send_top - sent + 1));
             }
         }
-        let (numbered, outcomes) = number(batch, &seen, &stored, &mut next);
+        // One-to-one conversations count their entries in their rows: a block each, likewise.
+        let mut next_conv: Map<String, i64> = Map::default();
+        for demand in conv_demand(batch, &seen).chunks(CHUNK) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO conversations (conv_id, user_a, user_b, last_seq) ",
+            );
+            q.push_values(demand, |mut b, (conv_id, n)| {
+                let (a, b_) = match conversation::parse(conv_id) {
+                    Some(Conversation::Direct(a, b)) => (a, b),
+                    _ => Default::default(),
+                };
+                b.push_bind(conv_id.as_str())
+                    .push_bind(a)
+                    .push_bind(b_)
+                    .push_bind(*n);
+            });
+            q.push(
+                " ON CONFLICT (conv_id) DO UPDATE SET \
+                 last_seq = conversations.last_seq + excluded.last_seq \
+                 RETURNING conv_id, last_seq",
+            );
+            let tops: HashMap<String, i64> = q
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, sqlx::Error>>()?;
+            for (conv_id, n) in demand {
+                let top = tops.get(conv_id).copied().unwrap_or_default();
+                next_conv.insert(conv_id.clone(), top - n + 1);
+            }
+        }
+        let (numbered, outcomes) = number(batch, &seen, &stored, &mut next, &mut next_conv);
 
-        // 3. The rows.
+        // 3. The rows, and the chat list's.
         Self::insert_messages(&mut tx, &numbered).await?;
+        ConvSql::<Postgres>::apply(&mut tx, &changes(&numbered)).await?;
+
+        // Recalls and edits: the entry's row takes the change (a recall erases the content).
+        for event in &numbered {
+            let Some((conv_id, target_seq)) = change_target(event) else {
+                continue;
+            };
+            let mut changed = Msg {
+                send_id: event.send_id.clone(),
+                ..Msg::default()
+            };
+            apply_change(&mut changed, event);
+            // The literal conditions let PostgreSQL use the partial index `messages_conv`.
+            sqlx::query(&format!(
+                "UPDATE messages SET content = $4, \
+                 msg_type = CASE WHEN $5 = $6 THEN $6 ELSE msg_type END \
+                 WHERE conv_id = $1 AND conv_seq = $2 AND send_id = $3 \
+                 AND conv_seq > 0 AND msg_type <> {read}",
+                read = msg_type::READ
+            ))
+            .bind(conv_id)
+            .bind(target_seq)
+            .bind(event.send_id.as_str())
+            .bind(changed.content.as_str())
+            .bind(event.msg_type)
+            .bind(msg_type::RECALL)
+            .execute(&mut *tx)
+            .await?;
+        }
 
         // 4. Read receipts: the reader (send_id) has read every message from receiver_id up
         //    to the one whose server_id is the content.
@@ -395,6 +509,79 @@ impl Store for PostgresStore {
 
     fn groups_of<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<MyGroup>, StoreError>> {
         Box::pin(async move { Sql::groups_of(&mut *self.conn().await?, user).await })
+    }
+
+    fn chat_list<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<ListParts, StoreError>> {
+        Box::pin(async move { Conv::list_parts(&mut *self.conn().await?, user).await })
+    }
+
+    fn history<'a>(
+        &'a self,
+        conv_id: &'a str,
+        from: HistoryFrom,
+        floor: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            Self::select_history(&mut conn, conv_id, from, floor, limit, max_bytes).await
+        })
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        upto: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(
+            async move { Conv::mark_read(&mut *self.conn().await?, user, conv_id, upto).await },
+        )
+    }
+
+    fn set_settings<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        pinned: Option<bool>,
+        muted: Option<bool>,
+    ) -> BoxFuture<'a, Result<Settings, StoreError>> {
+        Box::pin(async move {
+            Conv::set_settings(&mut *self.conn().await?, user, conv_id, pinned, muted).await
+        })
+    }
+
+    fn hide<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        seqs: &'a [i64],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Conv::hide(&mut *self.conn().await?, user, conv_id, seqs).await })
+    }
+
+    fn hidden<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        low: i64,
+        high: i64,
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
+        Box::pin(
+            async move { Conv::hidden(&mut *self.conn().await?, user, conv_id, low, high).await },
+        )
+    }
+
+    fn read_count<'a>(
+        &'a self,
+        group: &'a str,
+        seq: i64,
+        except: &'a str,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(
+            async move { Conv::read_count(&mut *self.conn().await?, group, seq, except).await },
+        )
     }
 
     /// Nothing of its own beyond the commit metrics every store has.

@@ -20,7 +20,8 @@ use super::{
 };
 use crate::store::{
     Appended, CHUNK, StoreError,
-    batch::{Key, Map, Seen, classify, key, number},
+    batch::{Key, Map, Seen, classify, conv_demand, key, number},
+    conv::ConvSql,
 };
 
 /// Messages in the log that wake the compactor before its next tick.
@@ -41,7 +42,8 @@ impl SqliteStore {
         let stored = self.originals(&mut log, batch, &archived).await?;
         let seen = classify(batch, &stored);
         let mut next = self.next_numbers(batch, &seen, &archived);
-        let (numbered, outcomes) = number(batch, &seen, &stored, &mut next);
+        let mut next_conv = self.next_conv_numbers(&mut log, batch, &seen).await?;
+        let (numbered, outcomes) = number(batch, &seen, &stored, &mut next, &mut next_conv);
         if numbered.is_empty() {
             return Ok(outcomes);
         }
@@ -54,7 +56,7 @@ impl SqliteStore {
 
         // The log connection is still held: the tail learns what the log now holds.
         let mut tail = self.tail();
-        tail.record(first_id, numbered, next, &archived);
+        tail.record(first_id, numbered, next, next_conv, &archived);
         if let Some(upto) = clear {
             tail.cleared_upto = upto;
         }
@@ -135,6 +137,39 @@ impl SqliteStore {
             stored.extend(find_archived(log, &lookups).await?);
         }
         Ok(stored)
+    }
+
+    /// The next free `conv_seq` of every one-to-one conversation a new entry of the batch
+    /// numbers: the tail's counter, else the conversation's row in `natter.db`.
+    async fn next_conv_numbers(
+        &self,
+        log: &mut SqliteConnection,
+        batch: &[Msg],
+        seen: &[Seen],
+    ) -> Result<Map<String, i64>, StoreError> {
+        let demand = conv_demand(batch, seen);
+        let mut next = Map::default();
+        let missing: Vec<&str> = {
+            let tail = self.tail();
+            demand
+                .iter()
+                .filter_map(|(id, _)| match tail.conv_counter(id) {
+                    Some(last) => {
+                        next.insert(id.clone(), last + 1);
+                        None
+                    }
+                    None => Some(id.as_str()),
+                })
+                .collect()
+        };
+        if !missing.is_empty() {
+            let stored =
+                ConvSql::<Sqlite>::last_seqs(log, "archive.conversations", &missing).await?;
+            for id in missing {
+                next.insert(id.to_owned(), stored.get(id).copied().unwrap_or(0) + 1);
+            }
+        }
+        Ok(next)
     }
 
     /// The next free `(seq, send_seq)` of every user a new message of the batch numbers.

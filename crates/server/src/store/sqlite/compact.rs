@@ -14,17 +14,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use natter_protocol::Msg;
+use natter_protocol::{Msg, conversation, is_group_id};
 use sqlx::{QueryBuilder, Sqlite, sqlite::SqliteConnection};
 use tokio::sync::{Mutex, Notify};
 
 use super::{
     Hot,
     append::delete_moved,
-    pack::{pack, pack_refs},
+    pack::{pack, pack_refs, unpack},
     tail::{Logged, between},
 };
-use crate::store::{CHUNK, StoreError, batch::Map};
+use crate::store::{
+    CHUNK, StoreError,
+    batch::{Map, takes_direct_conv_seq},
+    conv::{Changes, ConvSql, apply_change, change_target, changes},
+};
 
 /// Frames (pages) the log's WAL holds before the compactor restarts it, holding appends for one
 /// checkpoint pass: 4 MiB with 4 KiB pages, a few moves' worth at high load.
@@ -49,7 +53,7 @@ pub(super) async fn compact(hot: &Hot, writer: &Mutex<SqliteConnection>) -> Resu
     if upto > from {
         let created = created_upto(&mut archive, &between(&batches, from, upto)).await?;
         let chunks = tokio::task::spawn_blocking(move || {
-            Chunks::of(between(&batches, from, upto), &created)
+            Chunks::changed(between(&batches, from, upto), &created)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?;
@@ -130,11 +134,17 @@ pub(super) async fn compactor(
     }
 }
 
-/// What a move writes: the chunks of each stream and the counters they raise.
+/// What a move writes: the chunks of each stream and the counters they raise, the
+/// one-to-one conversations' chunks and the chat list's changes.
 #[derive(Debug, Default)]
 struct Chunks {
     inbox: Vec<Chunk>,
     sent: Vec<Chunk>,
+    /// References to one-to-one conversations' entries, a chunk per conversation, by conv_seq.
+    convs: Vec<Chunk>,
+    changes: Changes,
+    /// Recalls and edits of entries moved before: their chunks are rewritten.
+    earlier: Vec<Msg>,
     /// Per user: the greatest seq, send_seq and create_time (of a message with a local_id) moved.
     counters: Vec<(String, i64, i64, i64)>,
 }
@@ -155,6 +165,40 @@ struct Chunk {
 }
 
 impl Chunks {
+    /// [`Chunks::of`] the messages with the move's recalls and edits applied: to entries of the
+    /// same move before they are packed, to earlier ones by rewriting their chunks
+    /// ([`Chunks::earlier`]).
+    fn changed(msgs: Vec<&Msg>, created_upto: &Map<String, i64>) -> Chunks {
+        let events: Vec<&Msg> = msgs
+            .iter()
+            .copied()
+            .filter(|m| change_target(m).is_some())
+            .collect();
+        if events.is_empty() {
+            return Chunks::of(msgs, created_upto);
+        }
+        let mut owned: Vec<Msg> = msgs.into_iter().cloned().collect();
+        let at: Map<(String, i64), usize> = owned
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.conv_seq > 0 && conversation::is_entry(m))
+            .map(|(i, m)| ((m.conv_id.clone(), m.conv_seq), i))
+            .collect();
+        let mut earlier = Vec::new();
+        for event in events {
+            let Some((conv_id, seq)) = change_target(event) else {
+                continue;
+            };
+            match at.get(&(conv_id.to_owned(), seq)) {
+                Some(&i) => apply_change(&mut owned[i], event),
+                None => earlier.push(event.clone()),
+            }
+        }
+        let mut chunks = Chunks::of(&owned, created_upto);
+        chunks.earlier = earlier;
+        chunks
+    }
+
     /// Cuts `msgs` (in id order) into one chunk per stream. Pure CPU: runs off the runtime.
     ///
     /// `created_upto` holds, for senders of `msgs`, the greatest create_time of their messages
@@ -168,8 +212,13 @@ impl Chunks {
     fn of<'a>(msgs: impl IntoIterator<Item = &'a Msg>, created_upto: &Map<String, i64>) -> Chunks {
         let mut inbox: Map<&str, Vec<&Msg>> = Map::default();
         let mut sent: Map<&str, Vec<&Msg>> = Map::default();
+        let mut convs: Map<&str, Vec<&Msg>> = Map::default();
         let mut counters: Map<&str, (i64, i64, i64)> = Map::default();
-        for m in msgs {
+        let msgs: Vec<&Msg> = msgs.into_iter().collect();
+        for &m in &msgs {
+            if takes_direct_conv_seq(m) && m.conv_seq > 0 {
+                convs.entry(&m.conv_id).or_default().push(m);
+            }
             inbox.entry(&m.receiver_id).or_default().push(m);
             sent.entry(&m.send_id).or_default().push(m);
             counters.entry(&m.receiver_id).or_insert((0, 0, -1)).0 = m.seq;
@@ -216,6 +265,14 @@ impl Chunks {
                 .into_iter()
                 .map(|(user, run)| sent_chunk(user, &run))
                 .collect(),
+            convs: convs
+                .into_iter()
+                .map(|(conv, run)| {
+                    chunk(conv, &run, |m| m.conv_seq, pack_refs(run.iter().copied()))
+                })
+                .collect(),
+            changes: changes(msgs.iter().copied()),
+            earlier: Vec::new(),
             counters: counters
                 .into_iter()
                 .map(|(user, (seq, send_seq, created))| (user.to_owned(), seq, send_seq, created))
@@ -281,6 +338,23 @@ impl Chunks {
             });
             q.build().execute(&mut *conn).await?;
         }
+        for part in self.convs.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO main.conv_chunks (conv_id, first, last, last_time, body) ",
+            );
+            q.push_values(part, |mut b, c| {
+                b.push_bind(&c.user)
+                    .push_bind(c.first)
+                    .push_bind(c.last)
+                    .push_bind(c.last_time)
+                    .push_bind(&c.body);
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+        ConvSql::<Sqlite>::apply(conn, &self.changes).await?;
+        for event in &self.earlier {
+            rewrite(conn, event).await?;
+        }
         for part in self.counters.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO main.user_seq (user_id, seq, send_seq, created_upto) ",
@@ -301,6 +375,58 @@ impl Chunks {
         }
         Ok(())
     }
+}
+
+/// Applies a recall or an edit to its entry, moved by an earlier move: the inbox chunk that holds
+/// it (a group's; one-to-one, the receiver's, found through the conversation's chunk of
+/// references) is unpacked, changed and written back, so a recalled content is gone from
+/// `natter.db`. An entry retention deleted is left as it is.
+async fn rewrite(conn: &mut SqliteConnection, event: &Msg) -> Result<(), StoreError> {
+    let Some((conv_id, seq)) = change_target(event) else {
+        return Ok(());
+    };
+    let (owner, at) = if is_group_id(conv_id) {
+        (conv_id.to_owned(), seq)
+    } else {
+        let refs: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT body FROM main.conv_chunks WHERE conv_id = ? AND first <= ? \
+             ORDER BY first DESC LIMIT 1",
+        )
+        .bind(conv_id)
+        .bind(seq)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let found = match refs {
+            Some(body) => unpack(&body)?.into_iter().find(|r| r.conv_seq == seq),
+            None => None,
+        };
+        match found {
+            Some(r) => (r.receiver_id, r.seq),
+            None => return Ok(()),
+        }
+    };
+    let chunk: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, body FROM main.inbox_chunks WHERE user_id = ? AND first <= ? \
+         ORDER BY first DESC LIMIT 1",
+    )
+    .bind(&owner)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((id, body)) = chunk else {
+        return Ok(());
+    };
+    let mut msgs = unpack(&body)?;
+    let Some(target) = msgs.iter_mut().find(|m| m.seq == at && m.conv_seq == seq) else {
+        return Ok(());
+    };
+    apply_change(target, event);
+    sqlx::query("UPDATE main.inbox_chunks SET body = ? WHERE id = ?")
+        .bind(pack(&msgs))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// For the senders of `msgs`' messages with a local_id, the greatest create_time of their

@@ -31,6 +31,7 @@
 
 mod append;
 mod compact;
+mod conv;
 mod lock;
 mod pack;
 mod read;
@@ -53,7 +54,9 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use self::tail::Tail;
 use super::{
-    Appended, Group, Invite, Member, MyGroup, Role, Store, StoreError, Stream, group_sql::GroupSql,
+    Appended, Group, HistoryFrom, Invite, Member, MyGroup, Role, Store, StoreError, Stream,
+    conv::{ConvSql, ListParts, Settings},
+    group_sql::GroupSql,
     migrator,
 };
 use crate::metrics::LatencyHistogram;
@@ -68,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "group invites",
         include_str!("../../../migrations/sqlite/0002_group_invites.sql"),
+    ),
+    (
+        3,
+        "conversations",
+        include_str!("../../../migrations/sqlite/0003_conversations.sql"),
     ),
 ];
 
@@ -93,6 +101,7 @@ const LOG_LIMIT: i64 = 1 << 20;
 const LOG_BYTES: usize = 256 << 20;
 
 type Sql = GroupSql<Sqlite>;
+type Conv = ConvSql<Sqlite>;
 
 /// SQLite in WAL mode with `synchronous = FULL`: an append returns after the log's WAL is
 /// fsynced, once per batch.
@@ -400,6 +409,74 @@ impl Store for SqliteStore {
             }
             Ok(groups)
         })
+    }
+
+    fn chat_list<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<ListParts, StoreError>> {
+        Box::pin(self.chat_list_of(user))
+    }
+
+    fn history<'a>(
+        &'a self,
+        conv_id: &'a str,
+        from: HistoryFrom,
+        floor: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<Msg>, StoreError>> {
+        Box::pin(self.read_history(conv_id, from, floor, limit, max_bytes))
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        upto: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(
+            async move { Conv::mark_read(&mut *self.writer().await, user, conv_id, upto).await },
+        )
+    }
+
+    fn set_settings<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        pinned: Option<bool>,
+        muted: Option<bool>,
+    ) -> BoxFuture<'a, Result<Settings, StoreError>> {
+        Box::pin(async move {
+            Conv::set_settings(&mut *self.writer().await, user, conv_id, pinned, muted).await
+        })
+    }
+
+    fn hide<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        seqs: &'a [i64],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Conv::hide(&mut *self.writer().await, user, conv_id, seqs).await })
+    }
+
+    fn hidden<'a>(
+        &'a self,
+        user: &'a str,
+        conv_id: &'a str,
+        low: i64,
+        high: i64,
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
+        Box::pin(async move {
+            Conv::hidden(&mut *self.pool.acquire().await?, user, conv_id, low, high).await
+        })
+    }
+
+    fn read_count<'a>(
+        &'a self,
+        group: &'a str,
+        seq: i64,
+        except: &'a str,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(self.read_count_of(group, seq, except))
     }
 
     /// The compactor's metrics: how long moves take, and how many messages wait in the log.

@@ -4,28 +4,33 @@
 //!
 //! Format: a kind byte, then the messages, each as its strings (`server_id`, `send_id`,
 //! `receiver_id`, `local_id`, `content`) and its numbers (`seq`, `send_seq`, `create_time`,
-//! `send_time`, `msg_type`, `content_type`; zigzag LEB128), each field relative to the message
+//! `send_time`, `msg_type`, `content_type`, `conv_seq`; zigzag LEB128), each field relative to the message
 //! before it in the blob. A string is a LEB128 tag: 0 = the same as the message before's, 1 = a
 //! UUID in canonical lowercase form, as its 16 bytes, n >= 2 = n - 2 UTF-8 bytes follow. The
 //! first four numbers are differences from the message before's (wrapping). In a chunk the
 //! owner's id repeats, seq and send_seq mostly step by one and the times by little, and server
 //! ids are UUIDs, so a message takes few bytes. `is_read` is not stored: it is derived from the
-//! read marks.
+//! read marks; nor is `conv_id`, which follows from the sender and the receiver.
 //!
 //! Kinds: [`MESSAGES`] (whole messages: log batches, inbox chunks) and [`REFERENCES`] (the sent
-//! chunks, [`pack_refs`]): the same layout with only what points at a message and makes its
-//! resend key (`send_id`, `receiver_id`, `local_id`, `seq`, `send_seq`, `create_time`; the other
-//! fields are written as empty and zero). The message itself is in the receiver's inbox at `seq`
+//! and conversation chunks, [`pack_refs`]): the same layout with only what points at a message
+//! and makes its resend key (`send_id`, `receiver_id`, `local_id`, `seq`, `send_seq`,
+//! `create_time`, `conv_seq`; the other fields are written as empty and zero). The kinds of the
+//! first schema ([`MESSAGES_V1`], [`REFERENCES_V1`]) have no `conv_seq` (read as 0). The message itself is in the receiver's inbox at `seq`
 //! ([`is_refs`] tells the reader to look it up there), so a message's content is stored once.
 
-use natter_protocol::Msg;
+use natter_protocol::{Msg, conversation};
 
 use crate::store::StoreError;
 
+/// Whole messages, without `conv_seq` (written before conversations; read only).
+const MESSAGES_V1: u8 = 2;
+/// References, without `conv_seq` (read only).
+const REFERENCES_V1: u8 = 3;
 /// Whole messages.
-const MESSAGES: u8 = 2;
+const MESSAGES: u8 = 4;
 /// References: the same layout, only the fields that find a message and its resend key.
-const REFERENCES: u8 = 3;
+const REFERENCES: u8 = 5;
 
 /// String tags.
 const SAME: u64 = 0;
@@ -45,7 +50,7 @@ pub(super) fn pack_refs<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> Vec<u8> 
 
 /// Whether `blob` holds references ([`pack_refs`]) rather than messages.
 pub(super) fn is_refs(blob: &[u8]) -> bool {
-    blob.first() == Some(&REFERENCES)
+    matches!(blob.first(), Some(&(REFERENCES | REFERENCES_V1)))
 }
 
 fn pack_as<'a>(msgs: impl IntoIterator<Item = &'a Msg>, kind: u8) -> Vec<u8> {
@@ -89,6 +94,7 @@ fn pack_as<'a>(msgs: impl IntoIterator<Item = &'a Msg>, kind: u8) -> Vec<u8> {
             send_time,
             msg_type,
             content_type,
+            m.conv_seq.wrapping_sub(prev.conv_seq),
         ] {
             put_int(&mut out, n);
         }
@@ -100,10 +106,11 @@ fn pack_as<'a>(msgs: impl IntoIterator<Item = &'a Msg>, kind: u8) -> Vec<u8> {
 /// The messages of a blob made by [`pack`], or the references of one made by [`pack_refs`].
 pub(super) fn unpack(blob: &[u8]) -> Result<Vec<Msg>, StoreError> {
     let mut r = Reader { blob, at: 1 };
-    match blob.first() {
-        Some(&MESSAGES | &REFERENCES) => {}
+    let with_conv_seq = match blob.first() {
+        Some(&MESSAGES | &REFERENCES) => true,
+        Some(&MESSAGES_V1 | &REFERENCES_V1) => false,
         other => return Err(corrupt(format!("unknown blob kind {other:?}"))),
-    }
+    };
     let mut msgs: Vec<Msg> = Vec::new();
     let empty = Msg::default();
     while r.at < blob.len() {
@@ -113,7 +120,7 @@ pub(super) fn unpack(blob: &[u8]) -> Result<Vec<Msg>, StoreError> {
         let receiver_id = r.field(&prev.receiver_id)?;
         let local_id = r.field(&prev.local_id)?;
         let content = r.field(&prev.content)?;
-        let m = Msg {
+        let mut m = Msg {
             server_id,
             send_id,
             receiver_id,
@@ -125,8 +132,14 @@ pub(super) fn unpack(blob: &[u8]) -> Result<Vec<Msg>, StoreError> {
             send_time: r.number(prev.send_time)?,
             msg_type: r.small()?,
             content_type: r.small()?,
+            conv_seq: 0,
+            conv_id: String::new(),
             is_read: false,
         };
+        if with_conv_seq {
+            m.conv_seq = r.number(prev.conv_seq)?;
+        }
+        m.conv_id = conversation::id_of(&m);
         msgs.push(m);
     }
     Ok(msgs)
@@ -284,22 +297,34 @@ mod tests {
     fn msg() -> impl Strategy<Value = Msg> {
         (
             (text(), text(), text(), text(), text()),
-            (any::<i64>(), 0..3i64, any::<i64>(), any::<i64>()),
+            (
+                any::<i64>(),
+                0..3i64,
+                any::<i64>(),
+                any::<i64>(),
+                any::<i64>(),
+            ),
             (any::<i32>(), any::<i32>()),
         )
-            .prop_map(|(s, n, t)| Msg {
-                server_id: s.0,
-                send_id: s.1,
-                receiver_id: s.2,
-                local_id: s.3,
-                content: s.4,
-                seq: n.0,
-                send_seq: n.1,
-                create_time: n.2,
-                send_time: n.3,
-                msg_type: t.0,
-                content_type: t.1,
-                is_read: false,
+            .prop_map(|(s, n, t)| {
+                let mut m = Msg {
+                    server_id: s.0,
+                    send_id: s.1,
+                    receiver_id: s.2,
+                    local_id: s.3,
+                    content: s.4,
+                    seq: n.0,
+                    send_seq: n.1,
+                    create_time: n.2,
+                    send_time: n.3,
+                    msg_type: t.0,
+                    content_type: t.1,
+                    conv_seq: n.4,
+                    conv_id: String::new(),
+                    is_read: false,
+                };
+                m.conv_id = conversation::id_of(&m);
+                m
             })
     }
 
@@ -325,6 +350,7 @@ mod tests {
                 m.send_time,
                 i64::from(m.msg_type),
                 i64::from(m.content_type),
+                m.conv_seq,
             ] {
                 put_int(&mut out, n);
             }
@@ -353,6 +379,8 @@ mod tests {
                     seq: m.seq,
                     send_seq: m.send_seq,
                     create_time: m.create_time,
+                    conv_seq: m.conv_seq,
+                    conv_id: m.conv_id.clone(),
                     ..Msg::default()
                 })
                 .collect();
@@ -375,12 +403,32 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_is_refused() {
-        for kind in [0, 1, 4, 9] {
+        for kind in [0, 1, 6, 9] {
             assert!(matches!(unpack(&[kind]), Err(StoreError::Corrupt(_))));
         }
         assert!(matches!(unpack(&[]), Err(StoreError::Corrupt(_))));
         assert_eq!(unpack(&[MESSAGES]).unwrap(), Vec::<Msg>::new());
         assert_eq!(unpack(&[REFERENCES]).unwrap(), Vec::<Msg>::new());
+        assert_eq!(unpack(&[MESSAGES_V1]).unwrap(), Vec::<Msg>::new());
+    }
+
+    /// A blob of the first schema (no conv_seq) still reads, with conv_seq 0.
+    #[test]
+    fn blobs_without_conv_seq_still_read() {
+        let m = Msg {
+            send_id: "a".into(),
+            receiver_id: "b".into(),
+            content: "hi".into(),
+            seq: 1,
+            send_seq: 1,
+            ..Msg::default()
+        };
+        let mut blob = pack([&m]);
+        blob[0] = MESSAGES_V1;
+        blob.pop(); // the conv_seq delta, 0: one byte
+        let back = unpack(&blob).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].conv_seq, back[0].conv_id.as_str()), (0, "d:a:b"));
     }
 
     #[test]
@@ -412,6 +460,7 @@ mod tests {
                 send_seq: 300 + i / 7,
                 create_time: 1_764_000_000_000 + i * 5,
                 send_time: 1_764_000_000_020 + i * 5,
+                conv_id: conversation::direct_id(&format!("user-{}", i % 7), "user-42"),
                 ..Msg::default()
             })
             .collect();

@@ -13,7 +13,7 @@ use super::{
     SqliteStore,
     pack::{is_refs, unpack},
     resend::{Schema, resolve},
-    tail::Logged,
+    tail::{Changed, Logged},
 };
 use crate::store::{StoreError, Stream, cut_to_bytes, group_sql::GroupSql, page_bytes};
 
@@ -44,13 +44,14 @@ impl SqliteStore {
         let limit = limit as usize;
         let cursor = |m: &Msg| stream.cursor(m);
         // The tail first (see the invariants), then natter.db.
-        let logged: Vec<Logged> = {
+        let (logged, changed): (Vec<Logged>, Changed) = {
             let tail = self.tail();
-            if tail.counters.contains_key(user) {
+            let logged = if tail.counters.contains_key(user) {
                 tail.batches.iter().cloned().collect()
             } else {
                 Vec::new()
-            }
+            };
+            (logged, tail.changed.clone())
         };
         let mut tail_bytes = 0usize;
         let mut msgs: Vec<Msg> = logged
@@ -116,6 +117,7 @@ impl SqliteStore {
         msgs.dedup_by_key(|m| cursor(m));
         msgs.truncate(limit);
         cut_to_bytes(&mut msgs, max_bytes);
+        changed.apply(&mut msgs);
         self.mark_read(user, stream, &mut msgs).await?;
         Ok(msgs)
     }

@@ -1,7 +1,8 @@
 //! Retention: deletes whole chunks, oldest first, once their newest message is older than the
 //! cutoff, so a message can outlive the cutoff by about one move, never go before it. Retention
 //! may delete an inbox chunk before a sent chunk pointing into it; the messages it held are past
-//! the cutoff, and the sent stream leaves them out too ([`resolve`](super::resend::resolve)).
+//! the cutoff, and the sent stream leaves them out too ([`resolve`](super::resend::resolve));
+//! so does a conversation's history, whose chunks (`conv_chunks`) go the same way.
 
 use super::{
     SqliteStore,
@@ -20,8 +21,9 @@ impl SqliteStore {
         compact(&self.hot, &self.writer).await?;
         clear_log(&self.hot).await?;
         let mut pruned = 0;
-        for stream in [Stream::Inbox, Stream::Sent] {
-            let table = chunks_table(stream);
+        let conv_chunks = [(None, "conv_chunks")];
+        let streams = [Stream::Inbox, Stream::Sent].map(|s| (Some(s), chunks_table(s)));
+        for (stream, table) in streams.into_iter().chain(conv_chunks) {
             loop {
                 let mut writer = self.writer().await;
                 // Chunks are written in move order, so their ids follow time: the old ones are
@@ -42,14 +44,14 @@ impl SqliteStore {
                     .bind(upto)
                     .execute(&mut *tx)
                     .await?;
-                if stream == Stream::Sent {
+                if stream == Some(Stream::Sent) {
                     sqlx::query("DELETE FROM sent_keys WHERE chunk <= ?")
                         .bind(upto)
                         .execute(&mut *tx)
                         .await?;
                 }
                 tx.commit().await?;
-                if stream == Stream::Inbox {
+                if stream == Some(Stream::Inbox) {
                     pruned += rows[..old].iter().map(|r| r.2 as u64).sum::<u64>();
                 }
                 if old < rows.len() || rows.len() < PRUNE_CHUNKS as usize {

@@ -16,7 +16,12 @@ use natter_protocol::Msg;
 use sqlx::{Row, sqlite::SqliteConnection};
 
 use super::pack::unpack;
-use crate::store::{StoreError, batch::Map, page_bytes};
+use crate::store::{
+    StoreError,
+    batch::Map,
+    conv::{ConvRow, apply_change, change_target, changes},
+    page_bytes,
+};
 
 #[derive(Debug, Default)]
 pub(super) struct Tail {
@@ -36,6 +41,43 @@ pub(super) struct Tail {
     pub(super) counters: Map<String, Counter>,
     /// Bytes of the log's messages held here ([`page_bytes`]).
     pub(super) bytes: usize,
+    /// The chat list's changes of the log's messages, per conversation, merged
+    /// ([`crate::store::conv`]); readers merge them into what `natter.db` holds.
+    pub(super) convs: Map<String, ConvTail>,
+    /// Group members' read positions raised by the log's messages (their own entries).
+    pub(super) member_reads: Map<(String, String), (i64, i64)>,
+    /// The log's recalls and edits, by the entry they change `(conv_id, conv_seq)`, with their
+    /// ids: readers apply them to what they return until the move has changed the entry in
+    /// `natter.db` ([`Changed::apply`]).
+    pub(super) changed: Changed,
+}
+
+/// Recalls and edits not moved yet, by the entry they change.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Changed(Map<(String, i64), (Msg, i64)>);
+
+impl Changed {
+    /// Applies the changes to the entries among `msgs`.
+    pub(super) fn apply(&self, msgs: &mut [Msg]) {
+        if self.0.is_empty() {
+            return;
+        }
+        for m in msgs.iter_mut().filter(|m| m.conv_seq > 0) {
+            if let Some((event, _)) = self.0.get(&(m.conv_id.clone(), m.conv_seq)) {
+                apply_change(m, event);
+            }
+        }
+    }
+}
+
+/// A conversation with changes in the log.
+#[derive(Debug, Clone)]
+pub(super) struct ConvTail {
+    pub(super) row: ConvRow,
+    /// A one-to-one conversation's last `conv_seq` handed out, once the log numbered an entry.
+    pub(super) counter: Option<i64>,
+    /// The id of the last logged message that changed it.
+    pub(super) last_id: i64,
 }
 
 /// A batch in the log: its messages have the ids `first_id..first_id + msgs.len()`.
@@ -132,15 +174,53 @@ impl Tail {
             .unwrap_or(Counter::NONE)
     }
 
-    /// Learns what an append committed: `numbered` with ids from `first_id`, and the next free
-    /// `(seq, send_seq)` of every user it numbered (`archived` as for [`Tail::counter`]).
+    /// A one-to-one conversation's last `conv_seq`, if the log numbered one of its entries.
+    pub(super) fn conv_counter(&self, conv_id: &str) -> Option<i64> {
+        self.convs.get(conv_id).and_then(|c| c.counter)
+    }
+
+    /// Learns what an append committed: `numbered` with ids from `first_id`, the next free
+    /// `(seq, send_seq)` of every user it numbered (`archived` as for [`Tail::counter`]), and
+    /// the next free `conv_seq` of every one-to-one conversation.
     pub(super) fn record(
         &mut self,
         first_id: i64,
         numbered: Vec<Msg>,
         next: Map<String, (i64, i64)>,
+        next_conv: Map<String, i64>,
         archived: &Map<String, Counter>,
     ) {
+        let last_id = first_id + numbered.len() as i64 - 1;
+        let batch_changes = changes(&numbered);
+        for (id, row) in batch_changes.rows {
+            let entry = self.convs.entry(id).or_insert_with(|| ConvTail {
+                row: ConvRow::default(),
+                counter: None,
+                last_id,
+            });
+            if entry.row.conv_id.is_empty() {
+                entry.row = row;
+            } else {
+                entry.row.merge(&row);
+            }
+            entry.last_id = last_id;
+        }
+        for (id, n) in next_conv {
+            if let Some(entry) = self.convs.get_mut(&id) {
+                entry.counter = Some(n - 1);
+            }
+        }
+        for (key, seq) in batch_changes.member_reads {
+            let at = self.member_reads.entry(key).or_insert((0, last_id));
+            *at = (at.0.max(seq), last_id);
+        }
+        for (id, m) in (first_id..).zip(&numbered) {
+            if let Some((conv_id, seq)) = change_target(m) {
+                self.changed
+                    .0
+                    .insert((conv_id.to_owned(), seq), (m.clone(), id));
+            }
+        }
         for (user, (seq, send_seq)) in next {
             let c = self.counter(archived, &user);
             self.counters.insert(
@@ -191,6 +271,9 @@ impl Tail {
         self.bytes = self.bytes.saturating_sub(freed);
         self.keys.retain(|id| *id > upto);
         self.counters.retain(|_, c| c.last_id > upto);
+        self.convs.retain(|_, c| c.last_id > upto);
+        self.member_reads.retain(|_, (_, id)| *id > upto);
+        self.changed.0.retain(|_, (_, id)| *id > upto);
         self.moved_upto = self.moved_upto.max(upto);
         forgotten
     }
