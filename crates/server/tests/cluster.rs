@@ -270,3 +270,78 @@ async fn crossing_sends_and_receipts_on_two_nodes_keep_every_sequence_dense() {
         );
     }
 }
+
+/// Both users of a pair and two members of a group send from devices on all three nodes at once:
+/// every entry gets one `conv_seq`, with no gap, and the chat list's unread counts are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_stay_dense_and_unread_exact_with_senders_on_three_nodes() {
+    let nodes = three_nodes("conv").await;
+    let mut devices = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for user in ["alice", "bob"] {
+            devices.push((user, connect(node, user, &format!("p{n}")).await));
+        }
+    }
+    let g = create_group(&nodes[0], "alice", &["bob", "carol"]).await;
+    // Sends `count` messages to `to` (a group when it starts with g_) and returns the acks'
+    // conv_seqs; frames from the others are skipped.
+    let run = |(user, mut c): (&'static str, Client), to: String, count: usize, tag: usize| {
+        tokio::spawn(async move {
+            let peer = if user == "alice" { "bob" } else { "alice" };
+            let to = if to.is_empty() { peer.to_owned() } else { to };
+            let t = if to.starts_with("g_") { 1 } else { 0 };
+            for i in 0..count {
+                let frame = json!({"receiver_id": to, "msg_type": t, "local_id": format!("{to}-{tag}-{i}"),
+                                   "content": "x"});
+                c.send_text(&frame.to_string()).await;
+            }
+            let mut seqs = Vec::new();
+            while seqs.len() < count {
+                let m = c.recv().await;
+                assert_ne!(
+                    m.content_type,
+                    natter_protocol::content_type::ERROR,
+                    "{m:?}"
+                );
+                if m.msg_type == msg_type::REC_RESP {
+                    seqs.push(m.conv_seq);
+                }
+            }
+            (user, c, seqs)
+        })
+    };
+    let mut last_of = std::collections::HashMap::new();
+    for (to, count, expected) in [(String::new(), 15, 1..=90), (g.clone(), 10, 2..=61)] {
+        let tasks: Vec<_> = devices
+            .drain(..)
+            .enumerate()
+            .map(|(tag, d)| run(d, to.clone(), count, tag))
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            let (user, c, seqs) = t.await.unwrap();
+            let last = last_of.entry((to.clone(), user)).or_insert(0);
+            *last = seqs.iter().copied().max().unwrap().max(*last);
+            all.extend(seqs);
+            devices.push((user, c));
+        }
+        all.sort();
+        assert_eq!(all, expected.collect::<Vec<_>>(), "conv_seqs of {to:?}");
+    }
+    // Unread: entries after each user's own last one; carol read nothing of the 61.
+    for (n, user) in ["alice", "bob", "carol"].into_iter().enumerate() {
+        let (status, body) = api(&nodes[n], "GET", "/api/v1/conversations", user, None).await;
+        assert_eq!(status, 200);
+        for c in body["conversations"].as_array().unwrap() {
+            let key = if c["kind"] == "group" {
+                g.clone()
+            } else {
+                String::new()
+            };
+            let last_seq = if key.is_empty() { 90 } else { 61 };
+            let own = last_of.get(&(key, user)).copied().unwrap_or(0);
+            assert_eq!(c["last_seq"], last_seq, "{user}: {c}");
+            assert_eq!(c["unread"], last_seq - own, "{user}: {c}");
+        }
+    }
+}
