@@ -1,7 +1,7 @@
 //! One line of text for a frame, as a terminal shows it: messages with their sender, receipts,
 //! group notices and ephemeral events in words instead of raw ids and JSON.
 
-use natter_protocol::{Msg, is_ephemeral, is_group_id, msg_type};
+use natter_protocol::{Msg, conversation::Change, is_ephemeral, is_group_id, msg_type};
 
 /// How a terminal shows `m`.
 pub fn describe(m: &Msg) -> String {
@@ -11,7 +11,25 @@ pub fn describe(m: &Msg) -> String {
         String::new()
     };
     match m.msg_type {
+        msg_type::READ if m.conv_seq > 0 => {
+            format!("{}{place} read up to #{}", m.send_id, m.conv_seq)
+        }
         msg_type::READ => format!("{} read your messages up to {}", m.send_id, m.content),
+        msg_type::RECALL => match Change::parse(&m.content) {
+            Some(c) => format!("{}{place} recalled #{}", m.send_id, c.conv_seq),
+            // A recalled entry itself: its content is gone.
+            None => format!("{}{place}: (message recalled)", m.send_id),
+        },
+        msg_type::EDIT => match Change::parse(&m.content) {
+            Some(Change {
+                conv_seq,
+                content: Some(text),
+            }) => format!("{}{place} edited #{conv_seq}: {text}", m.send_id),
+            _ => format!("{}{place} edited a message", m.send_id),
+        },
+        msg_type::CONVERSATION_UPDATED => {
+            format!("({} on another device: {})", m.conv_id, m.content)
+        }
         t if (msg_type::GROUP_CREATED..=msg_type::GROUP_INVITED).contains(&t) => notice(m),
         t if is_ephemeral(t) => format!("{}{place} ({t}): {}", m.send_id, m.content),
         _ => format!("{}{place}: {}", m.send_id, m.content),
@@ -69,6 +87,20 @@ mod tests {
             "alice read your messages up to 0199-id"
         );
         assert_eq!(describe(&msg(100, "bob", "typing")), "alice (100): typing");
+        let receipt = Msg {
+            conv_seq: 7,
+            ..msg(23, "bob", "")
+        };
+        assert_eq!(describe(&receipt), "alice read up to #7");
+        assert_eq!(
+            describe(&msg(25, "g_1", r#"{"conv_seq":3}"#)),
+            "alice in g_1 recalled #3"
+        );
+        assert_eq!(describe(&msg(25, "bob", "")), "alice: (message recalled)");
+        assert_eq!(
+            describe(&msg(26, "bob", r#"{"conv_seq":3,"content":"fixed"}"#)),
+            "alice edited #3: fixed"
+        );
         let created =
             r#"{"group_id":"g_1","name":"team","actor":"alice","users":["alice","bob"],"count":3}"#;
         assert_eq!(

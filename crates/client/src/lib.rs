@@ -6,6 +6,11 @@
 //! duplicates, and resends unacknowledged messages with their original `local_id` (the server
 //! recognises a resend and does not deliver it twice).
 //!
+//! Conversations come from the HTTP API on the same server: [`Client::conversations`] (the
+//! chat list with unread counts), [`Client::history`] (a conversation's pages, both ways),
+//! [`Client::mark_read`]; typing and other ephemeral events go with [`Client::event`], and a
+//! sender can [`Client::recall`] or [`Client::edit`] an entry.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), natter_client::Error> {
 //! use natter_client::{Client, Config};
@@ -27,7 +32,9 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 pub use natter_protocol::Msg;
 
+mod api;
 mod describe;
+pub use api::{ChatList, Conversation, History, LastEntry, Page};
 pub use describe::describe;
 use natter_protocol::{CloseCode, content_type, msg_type};
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +42,9 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, connect_async,
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
+
+/// The ephemeral `msg_type` our clients use for "typing".
+pub const TYPING: i32 = 100;
 
 /// How to reach the server and as whom.
 #[derive(Debug, Clone)]
@@ -96,16 +106,22 @@ pub enum Error {
     Refused(String),
     #[error("the connection was closed for good ({0:?})")]
     Closed(Option<u16>),
+    /// The HTTP API answered with this status and body (0: no answer).
+    #[error("the API answered {0}: {1}")]
+    Api(u16, String),
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 enum Command {
     Send(Msg, oneshot::Sender<Result<Msg, Error>>),
+    /// An ephemeral event: sent once, never acked or resent.
+    Event(Msg),
 }
 
 /// A connected client. Dropping it closes the connection.
 pub struct Client {
+    config: Config,
     commands: mpsc::Sender<Command>,
     incoming: mpsc::Receiver<Msg>,
     next_local: u64,
@@ -129,7 +145,7 @@ impl Client {
         let state = Connection {
             seq: config.since_seq,
             send_seq: config.since_send_seq,
-            config,
+            config: config.clone(),
             pending: HashMap::new(),
             order: VecDeque::new(),
             seen: Seen::default(),
@@ -137,6 +153,7 @@ impl Client {
         };
         tokio::spawn(state.run(ws, command_rx));
         Ok(Client {
+            config,
             commands,
             incoming,
             next_local: 0,
@@ -179,6 +196,107 @@ impl Client {
             .await
             .map_err(|_| Error::Closed(None))?;
         rx.await.map_err(|_| Error::Closed(None))?
+    }
+
+    /// An ephemeral event (`msg_type` 100 to 199: typing, "recording"...) to a user's or a
+    /// group's devices online now: sent once, not stored, not acked.
+    pub async fn event(&mut self, to: &str, msg_type: i32, content: &str) -> Result<(), Error> {
+        if !natter_protocol::is_ephemeral(msg_type) {
+            return Err(Error::Refused(format!(
+                "msg_type {msg_type} is not an ephemeral event (100 to 199)"
+            )));
+        }
+        let msg = Msg {
+            receiver_id: to.to_owned(),
+            msg_type,
+            content: content.to_owned(),
+            ..Msg::default()
+        };
+        self.commands
+            .send(Command::Event(msg))
+            .await
+            .map_err(|_| Error::Closed(None))
+    }
+
+    /// "Typing" to `to` (`msg_type` 100, the web page's number for it).
+    pub async fn typing(&mut self, to: &str) -> Result<(), Error> {
+        self.event(to, TYPING, "typing").await
+    }
+
+    /// Recalls an entry of one's own (its `conv_seq`) in the conversation with `to` (a user or
+    /// a group) for everyone; returns the ack.
+    pub async fn recall(&mut self, to: &str, conv_seq: i64) -> Result<Msg, Error> {
+        let change = natter_protocol::conversation::Change {
+            conv_seq,
+            content: None,
+        };
+        self.change(to, msg_type::RECALL, &change).await
+    }
+
+    /// Replaces the content of an entry of one's own; returns the ack.
+    pub async fn edit(&mut self, to: &str, conv_seq: i64, content: &str) -> Result<Msg, Error> {
+        let change = natter_protocol::conversation::Change {
+            conv_seq,
+            content: Some(content.to_owned()),
+        };
+        self.change(to, msg_type::EDIT, &change).await
+    }
+
+    async fn change(
+        &mut self,
+        to: &str,
+        kind: i32,
+        change: &natter_protocol::conversation::Change,
+    ) -> Result<Msg, Error> {
+        let msg = Msg {
+            receiver_id: to.to_owned(),
+            msg_type: kind,
+            content: serde_json::to_string(change).unwrap_or_default(),
+            ..Msg::default()
+        };
+        self.send_msg(msg).await
+    }
+
+    /// The last `seq` and `send_seq` the server handed out to `config`'s user: connect with
+    /// them ([`Config::since`]) to receive only what comes from now on.
+    pub async fn cursors(config: &Config) -> Result<(i64, i64), Error> {
+        let answer: serde_json::Value = api::request(config, "GET", "/api/v1/seq", None).await?;
+        Ok((
+            answer["seq"].as_i64().unwrap_or(0),
+            answer["send_seq"].as_i64().unwrap_or(0),
+        ))
+    }
+
+    /// A page of the chat list (`limit` 1 to 200; `cursor`: the previous page's `next`).
+    pub async fn conversations(&self, limit: u32, cursor: Option<&str>) -> Result<ChatList, Error> {
+        let mut path = format!("/api/v1/conversations?limit={limit}");
+        if let Some(c) = cursor {
+            path.push_str(&format!("&cursor={}", api::encode(c)));
+        }
+        api::request(&self.config, "GET", &path, None).await
+    }
+
+    /// A page of a conversation's history, oldest first.
+    pub async fn history(&self, conv_id: &str, page: Page, limit: u32) -> Result<History, Error> {
+        let mut path = format!(
+            "/api/v1/conversations/{}/messages?limit={limit}",
+            api::encode(conv_id)
+        );
+        match page {
+            Page::Latest => {}
+            Page::Before(n) => path.push_str(&format!("&before={n}")),
+            Page::After(n) => path.push_str(&format!("&after={n}")),
+        }
+        api::request(&self.config, "GET", &path, None).await
+    }
+
+    /// Marks a conversation read up to `conv_seq`; returns the read position kept.
+    pub async fn mark_read(&self, conv_id: &str, conv_seq: i64) -> Result<i64, Error> {
+        let path = format!("/api/v1/conversations/{}/read", api::encode(conv_id));
+        let body = serde_json::json!({ "conv_seq": conv_seq });
+        let answer: serde_json::Value =
+            api::request(&self.config, "POST", &path, Some(body)).await?;
+        Ok(answer["read_seq"].as_i64().unwrap_or(0))
     }
 
     /// The next message for this device (live or replayed), without duplicates; `None` once
@@ -316,6 +434,11 @@ impl Connection {
             tokio::select! {
                 command = commands.recv() => match command {
                     None => return Ended::Dropped,
+                    Some(Command::Event(msg)) => {
+                        if ws.send(Message::text(msg.encode())).await.is_err() {
+                            return Ended::Lost;
+                        }
+                    }
                     Some(Command::Send(msg, reply)) => {
                         let text = msg.encode();
                         self.order.push_back(msg.local_id.clone());

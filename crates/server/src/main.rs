@@ -44,6 +44,9 @@ struct ChatArgs {
     /// Send stdin's lines, wait for their acks, and exit (for scripts).
     #[arg(long)]
     once: bool,
+    /// How many of the conversation's last messages to show first (`/more` shows earlier ones).
+    #[arg(long, default_value_t = 20)]
+    history: u32,
 }
 
 #[derive(clap::Args)]
@@ -124,10 +127,14 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `natter chat`: prints `<sender>: <content>` for every message and `sent <server_id> seq <n>`
-/// for every ack; exits non-zero when a message is refused.
+/// `natter chat`: shows the last messages of the conversation with `--to`, then its new ones
+/// as they come (`#<conv_seq> <sender>: <content>`; receipts, notices, recalls and edits in
+/// words), and `sent <server_id> seq <n>` for every ack. Lines from stdin are sent; `/more`
+/// shows earlier messages, `/recall N` and `/edit N text` change one's own message #N. Exits
+/// non-zero when a message is refused.
 fn chat(args: ChatArgs) -> anyhow::Result<()> {
-    use natter_client::{Client, Config};
+    use natter_client::{Client, Config, Page};
+    use natter_protocol::{conversation, is_group_id};
     use tokio::io::AsyncBufReadExt;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -138,14 +145,47 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
         if let Some(token) = args.token {
             config = config.token(token);
         }
-        // Replay only what arrives from now on: a terminal shows the live conversation.
+        // Only what arrives from now on comes over the connection; the conversation's past
+        // comes from its history (a server that stores nothing has neither).
+        if let Ok((seq, send_seq)) = Client::cursors(&config).await {
+            config = config.since(seq, send_seq);
+        }
+        let conv = if is_group_id(&args.to) {
+            args.to.clone()
+        } else {
+            conversation::direct_id(&args.user, &args.to)
+        };
         let mut client = Client::connect(config).await?;
+        let mut oldest = i64::MAX;
+        if !args.once {
+            oldest = show_history(&client, &conv, Page::Latest, args.history).await;
+        }
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let mut stdin_open = true;
         loop {
             tokio::select! {
                 line = lines.next_line(), if stdin_open => match line? {
                     Some(line) if line.trim().is_empty() => {}
+                    Some(line) if line.trim() == "/more" => {
+                        let earlier = Page::Before(oldest);
+                        oldest = oldest.min(show_history(&client, &conv, earlier, args.history).await);
+                    }
+                    Some(line) if line.starts_with("/recall ") || line.starts_with("/edit ") => {
+                        let mut words = line.splitn(3, ' ');
+                        let command = words.next().unwrap_or_default();
+                        let Some(n) = words.next().and_then(|n| n.trim_start_matches('#').parse().ok()) else {
+                            eprintln!("{command} takes a message number: {command} 12");
+                            continue;
+                        };
+                        let ack = match command {
+                            "/recall" => client.recall(&args.to, n).await,
+                            _ => client.edit(&args.to, n, words.next().unwrap_or_default()).await,
+                        };
+                        match ack {
+                            Ok(ack) => println!("sent {} seq {}", ack.server_id, ack.seq),
+                            Err(e) => eprintln!("{e}"),
+                        }
+                    }
                     Some(line) => {
                         let ack = client.send(&args.to, &line).await?;
                         println!("sent {} seq {}", ack.server_id, ack.seq);
@@ -154,12 +194,46 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
                     None => stdin_open = false,
                 },
                 msg = client.next(), if !args.once => match msg {
-                    Some(m) => println!("{}", natter_client::describe(&m)),
+                    Some(m) if m.conv_id == conv => println!("{}", line_of(&m)),
+                    Some(m) => println!("({} wrote in {})", m.send_id, m.conv_id),
                     None => anyhow::bail!("the connection was closed"),
                 },
             }
         }
     })
+}
+
+/// A page of the conversation's history, printed; returns the first entry's number.
+async fn show_history(
+    client: &natter_client::Client,
+    conv: &str,
+    page: natter_client::Page,
+    limit: u32,
+) -> i64 {
+    match client.history(conv, page, limit).await {
+        Ok(history) => {
+            if history.has_more {
+                println!("(earlier messages: /more)");
+            }
+            for m in &history.messages {
+                println!("{}", line_of(m));
+            }
+            history.messages.first().map_or(i64::MAX, |m| m.conv_seq)
+        }
+        Err(e) => {
+            eprintln!("(no history: {e})");
+            i64::MAX
+        }
+    }
+}
+
+/// A conversation's entry as `natter chat` prints it: its number, then the frame in words.
+fn line_of(m: &natter_client::Msg) -> String {
+    if m.conv_seq > 0 && m.msg_type != natter_protocol::msg_type::READ {
+        format!("#{} {}", m.conv_seq, natter_client::describe(m))
+    } else {
+        natter_client::describe(m)
+    }
 }
 
 fn init_logging(format: LogFormat) {

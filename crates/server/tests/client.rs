@@ -5,8 +5,8 @@ mod common;
 use std::{process::Stdio, time::Duration};
 
 use common::{start, test_config};
-use natter_client::{Client, Config};
-use tokio::io::AsyncWriteExt;
+use natter_client::{Client, Config, Page};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 fn ws_base(addr: std::net::SocketAddr) -> String {
     format!("ws://{addr}")
@@ -39,6 +39,124 @@ async fn sdk_sends_with_acks_and_receives() {
     // A refusal comes back as an error.
     let err = alice.send("", "nobody").await.unwrap_err();
     assert!(err.to_string().contains("missing_receiver"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_lists_conversations_pages_history_and_changes_entries() {
+    let server = start(test_config()).await;
+    let base = ws_base(server.addr);
+    let mut alice = Client::connect(Config::new(&base, "alice", "sdk"))
+        .await
+        .unwrap();
+    let mut bob = Client::connect(Config::new(&base, "bob", "sdk"))
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        alice.send("bob", &format!("m{i}")).await.unwrap();
+    }
+    bob.send("carol", "elsewhere").await.unwrap();
+    let list = bob.conversations(50, None).await.unwrap();
+    let ids: Vec<&str> = list
+        .conversations
+        .iter()
+        .map(|c| c.conv_id.as_str())
+        .collect();
+    assert_eq!(ids, ["d:bob:carol", "d:alice:bob"]);
+    let with_alice = &list.conversations[1];
+    assert_eq!(
+        (with_alice.unread, with_alice.peer.as_deref()),
+        (3, Some("alice"))
+    );
+    assert_eq!(with_alice.last.as_ref().unwrap().preview, "m3");
+    let page = bob.history("d:alice:bob", Page::Latest, 2).await.unwrap();
+    let seqs: Vec<i64> = page.messages.iter().map(|m| m.conv_seq).collect();
+    assert_eq!((seqs, page.has_more), (vec![2, 3], true));
+    let page = bob
+        .history("d:alice:bob", Page::Before(2), 2)
+        .await
+        .unwrap();
+    assert_eq!(page.messages[0].content, "m1");
+    assert_eq!(bob.mark_read("d:alice:bob", 3).await.unwrap(), 3);
+    assert_eq!(
+        bob.conversations(1, None)
+            .await
+            .unwrap()
+            .conversations
+            .len(),
+        1
+    );
+
+    for i in 1..=3 {
+        assert_eq!(next_within(&mut bob).await.content, format!("m{i}"));
+    }
+    // The read position reached bob's own device too.
+    assert_eq!(next_within(&mut bob).await.msg_type, 12);
+    alice.typing("bob").await.unwrap();
+    assert_eq!(next_within(&mut bob).await.msg_type, natter_client::TYPING);
+    alice.recall("bob", 1).await.unwrap();
+    alice.edit("bob", 2, "fixed").await.unwrap();
+    assert_eq!(next_within(&mut bob).await.msg_type, 25);
+    assert_eq!(next_within(&mut bob).await.msg_type, 26);
+    let page = bob.history("d:alice:bob", Page::After(0), 3).await.unwrap();
+    let contents: Vec<&str> = page.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["", "fixed", "m3"]);
+    // Bob cannot recall alice's message.
+    let err = bob.recall("alice", 3).await.unwrap_err();
+    assert!(err.to_string().contains("not_editable"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natter_chat_shows_the_conversation_only_and_changes_in_words() {
+    let server = start(test_config()).await;
+    let base = ws_base(server.addr);
+    let mut alice = Client::connect(Config::new(&base, "alice", "sdk"))
+        .await
+        .unwrap();
+    for i in 1..=4 {
+        alice.send("bob", &format!("m{i}")).await.unwrap();
+    }
+    alice.send("carol", "not for this chat").await.unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args([
+            "chat",
+            "--server",
+            &base,
+            "--user",
+            "bob",
+            "--to",
+            "alice",
+            "--history",
+            "2",
+        ])
+        .env_remove("NATTER_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a line within 10 s")
+            .unwrap()
+            .expect("natter chat still running")
+    };
+    assert_eq!(next_line().await, "(earlier messages: /more)");
+    assert_eq!(next_line().await, "#3 alice: m3");
+    assert_eq!(next_line().await, "#4 alice: m4");
+    stdin.write_all(b"/more\n").await.unwrap();
+    // A full page: there may be more.
+    assert_eq!(next_line().await, "(earlier messages: /more)");
+    assert_eq!(next_line().await, "#1 alice: m1");
+    assert_eq!(next_line().await, "#2 alice: m2");
+    alice.recall("bob", 4).await.unwrap();
+    assert_eq!(next_line().await, "#5 alice recalled #4");
+    stdin.write_all(b"hello\n").await.unwrap();
+    assert!(next_line().await.starts_with("sent "));
+    child.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
