@@ -8,6 +8,8 @@
 //!   fan-out); `--slow K` adds K receivers that never read while flooders write to them.
 //! - `hogs`: readers of a large history that never read it; the server's RSS while they hold
 //!   and after they close.
+//! - `convs`: a user with many conversations and a long past: the chat list's first page and a
+//!   conversation's last 50 messages, their latency.
 //! - `disk`: no server; how long a small write plus fsync takes in a directory, which is what
 //!   every durable commit waits for. Read beside the storage figures: while the disk stalls for
 //!   200 ms, no store on it acknowledges anything.
@@ -16,6 +18,7 @@
 //! read it: the send instant travels in the message's `create_time` field (µs since bench start).
 
 mod connect;
+mod convs;
 mod disk;
 mod group;
 mod hogs;
@@ -30,6 +33,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     connect::connect_rate,
+    convs::{ConvsConfig, convs},
     disk::disk,
     group::group_fanout,
     hogs::{HogsConfig, Kind, hogs},
@@ -149,6 +153,25 @@ enum Scenario {
         #[arg(long)]
         server_pid: u32,
     },
+    /// Conversations: a user with many conversations and a long past; the chat list's first
+    /// page and a conversation's last page, their latency (needs server storage, and
+    /// `limits.http.per_second: 0`).
+    Convs {
+        #[arg(long, default_value_t = 1000)]
+        conversations: usize,
+        /// Messages in the user's history, spread evenly over the conversations.
+        #[arg(long, default_value_t = 10_000)]
+        history: usize,
+        /// Requests of each kind measured.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Peers seeding at once.
+        #[arg(long, default_value_t = 100)]
+        seeders: usize,
+        /// Unacknowledged messages per seeding peer.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+    },
     /// Disk: write + fsync latency in a directory (no server).
     Disk {
         /// Directory to probe (the server's `storage.path`); a scratch file is made there.
@@ -242,6 +265,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 pid: server_pid,
             };
             hogs(&net, cfg).await
+        }
+        Scenario::Convs {
+            conversations,
+            history,
+            requests,
+            seeders,
+            window,
+        } => {
+            let cfg = ConvsConfig {
+                conversations,
+                history,
+                requests,
+                seeders,
+                window,
+            };
+            convs(&net, cfg).await
         }
         Scenario::Disk {
             path,
