@@ -18,6 +18,7 @@ on_both_stores!(
     groups_number_entries_by_the_group_and_count_unread_per_member,
     settings_and_delete_for_me_reach_every_device,
     recall_and_edit_change_the_entry_for_everyone,
+    chat_list_pages_cover_every_conversation_once_in_order,
 );
 
 /// Reads frames until one of `msg_type`.
@@ -195,6 +196,8 @@ async fn history_pages_back_and_forth_in_the_conversations_order(backend: Backen
     .await;
     assert_eq!(status, 400);
     // Alice's list: two conversations, carol's the newest.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    send(&mut alice, "carol", "c61", "the last").await;
     let mine = list(&server, "alice").await;
     let ids: Vec<&str> = mine
         .iter()
@@ -448,5 +451,54 @@ async fn recall_and_edit_change_the_entry_for_everyone(backend: Backend) {
             (Some(26), Some("hello"))
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn chat_list_pages_cover_every_conversation_once_in_order(backend: Backend) {
+    let server = start(config_for(backend).await).await;
+    let mut alice = server.connect("alice", "phone").await;
+    for i in 0..120 {
+        send(&mut alice, &format!("u{i:03}"), &format!("m{i}"), "hi").await;
+    }
+    let (status, _) = api(
+        &server,
+        "PATCH",
+        "/api/v1/conversations/d:alice:u007",
+        "alice",
+        Some(json!({"pinned": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // One more entry in an old conversation moves it to the top (on SQLite, from its log).
+    send(&mut alice, "u003", "again", "hi again").await;
+    let mut seen: Vec<Value> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/api/v1/conversations?limit=50{cursor}");
+        let (status, page) = api(&server, "GET", &path, "alice", None).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(page["conversations"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|c| c["conv_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 120, "{ids:?}");
+    let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+    assert_eq!(unique.len(), 120);
+    assert_eq!(&ids[..2], ["d:alice:u007", "d:alice:u003"]);
+    let key = |c: &Value| {
+        (
+            c["activity"].as_i64().unwrap(),
+            c["conv_id"].as_str().unwrap().to_owned(),
+        )
+    };
+    for w in seen[1..].windows(2) {
+        let (a, b) = (key(&w[0]), key(&w[1]));
+        assert!(a.0 > b.0 || (a.0 == b.0 && a.1 < b.1), "{a:?} then {b:?}");
     }
 }

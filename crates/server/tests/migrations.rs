@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Backend, config_for};
-use natter::store;
+use natter::store::{self, conv::ListScope};
 
 on_both_stores!(a_database_of_the_first_schema_is_upgraded);
 
@@ -57,7 +57,16 @@ async fn a_database_of_the_first_schema_is_upgraded(backend: Backend) {
 
     // 0003_conversations: the group is in its members' chat lists, read positions are kept,
     // and a new message is the conversation's first entry.
-    let parts = store.chat_list("m").await.unwrap();
+    let parts = store
+        .chat_list(
+            "m",
+            ListScope::Page {
+                after: None,
+                limit: 50,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(parts.groups.len(), 1);
     assert!(store.mark_read("m", "g_old", 1).await.unwrap());
     let msg = natter_protocol::Msg {
@@ -72,5 +81,19 @@ async fn a_database_of_the_first_schema_is_upgraded(backend: Backend) {
         outcome[0],
         store::Appended::New { conv_seq: 1, .. }
     ));
-    assert_eq!(store.chat_list("m").await.unwrap().rows.len(), 1);
+    assert_eq!(
+        store
+            .chat_list(
+                "m",
+                ListScope::Page {
+                    after: None,
+                    limit: 50
+                }
+            )
+            .await
+            .unwrap()
+            .rows
+            .len(),
+        1
+    );
 }

@@ -34,8 +34,9 @@ CREATE TABLE conversations (
     last_preview      TEXT    NOT NULL DEFAULT '',
     last_time         INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX conversations_a ON conversations (user_a) WHERE user_a <> '';
-CREATE INDEX conversations_b ON conversations (user_b) WHERE user_b <> '';
+-- A user's one-to-one conversations, newest activity first: the chat list reads a page of them.
+CREATE INDEX conversations_a ON conversations (user_a, last_time DESC, conv_id) WHERE user_a <> '';
+CREATE INDEX conversations_b ON conversations (user_b, last_time DESC, conv_id) WHERE user_b <> '';
 
 -- A member's read position in the group (a conv_seq); the member's own entries move it.
 ALTER TABLE group_members ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0;

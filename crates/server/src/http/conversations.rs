@@ -24,7 +24,7 @@ use crate::{
     state::AppState,
     store::{
         HistoryFrom,
-        conv::{ListKey, Listing, listing},
+        conv::{ListKey, ListScope, Listing, listing},
     },
 };
 
@@ -70,9 +70,13 @@ async fn open(
     }
 }
 
-/// The caller's chat list, in the list's order.
-async fn chat_list(state: &AppState, user: &str) -> Result<Vec<Listing>, ApiError> {
-    let parts = store(state)?.chat_list(user).await?;
+/// The caller's chat list (what `scope` asks for, and perhaps more), in the list's order.
+async fn chat_list(
+    state: &AppState,
+    user: &str,
+    scope: ListScope<'_>,
+) -> Result<Vec<Listing>, ApiError> {
+    let parts = store(state)?.chat_list(user, scope).await?;
     let see_history = state.config.groups.new_members_see_history;
     Ok(listing(user, parts, see_history))
 }
@@ -100,7 +104,11 @@ async fn list(
             ListKey::parse(c).ok_or_else(|| invalid("cursor is a `next` this route returned"))?,
         ),
     };
-    let all = chat_list(&state, &who.user).await?;
+    let scope = ListScope::Page {
+        after: after.as_ref(),
+        limit,
+    };
+    let all = chat_list(&state, &who.user, scope).await?;
     let page: Vec<&Listing> = all
         .iter()
         .filter(|l| after.as_ref().is_none_or(|a| a.before(&l.key())))
@@ -121,7 +129,7 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let (conv, _) = open(&state, &who.user, &conv_id).await?;
     let id = conv.id();
-    let found = chat_list(&state, &who.user)
+    let found = chat_list(&state, &who.user, ListScope::One(&id))
         .await?
         .into_iter()
         .find(|l| l.conv_id == id);
@@ -313,7 +321,7 @@ async fn reads(
             (read, members.len().saturating_sub(1) as i64)
         }
         Conversation::Direct(..) => {
-            let peer_read = chat_list(&state, &who.user)
+            let peer_read = chat_list(&state, &who.user, ListScope::One(&id))
                 .await?
                 .into_iter()
                 .find(|l| l.conv_id == id)

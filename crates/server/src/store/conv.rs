@@ -219,6 +219,18 @@ pub struct Membership {
     pub read_seq: i64,
 }
 
+/// Which part of a user's chat list to read.
+#[derive(Debug, Clone, Copy)]
+pub enum ListScope<'a> {
+    /// A page of `limit` after `after` (the list's order, [`ListKey`]).
+    Page {
+        after: Option<&'a ListKey>,
+        limit: usize,
+    },
+    /// One conversation.
+    One(&'a str),
+}
+
 /// What the chat list is made of, read from the tables (SQLite merges its tail into it).
 #[derive(Debug, Default)]
 pub struct ListParts {
@@ -380,56 +392,16 @@ where
         Ok(out)
     }
 
-    /// What `user`'s chat list is made of.
+    /// What `user`'s chat list is made of, for `scope`: every setting of the user's, and the
+    /// rows that can be on the page: the pinned conversations, the first one-to-one ones after
+    /// the cursor by activity (through the indexes on `(user_a | user_b, last_time)`: a page
+    /// costs the same however many conversations the user has), and the user's groups.
     pub(super) async fn list_parts(
         conn: &mut DB::Connection,
         user: &str,
+        scope: ListScope<'_>,
     ) -> Result<ListParts, StoreError> {
         let mut parts = ListParts::default();
-        let direct = sqlx::query(&format!(
-            "SELECT {ROW_COLUMNS} FROM conversations WHERE user_a = $1 \
-             UNION SELECT {ROW_COLUMNS} FROM conversations WHERE user_b = $1"
-        ))
-        .bind(user)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in &direct {
-            let row = Self::to_row(r)?;
-            parts.rows.insert(row.conv_id.clone(), row);
-        }
-        let groups = sqlx::query(
-            "SELECT m.group_id, g.name, g.created_at, m.joined_seq, m.read_seq \
-             FROM group_members m JOIN chat_groups g ON g.group_id = m.group_id \
-             WHERE m.user_id = $1",
-        )
-        .bind(user)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in &groups {
-            parts.groups.push(Membership {
-                group_id: r.try_get(0)?,
-                name: r.try_get(1)?,
-                created_at: r.try_get(2)?,
-                joined_seq: r.try_get(3)?,
-                read_seq: r.try_get(4)?,
-            });
-        }
-        let qualified: String = ROW_COLUMNS
-            .split(", ")
-            .map(|c| format!("c.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let group_rows = sqlx::query(&format!(
-            "SELECT {qualified} FROM group_members m \
-             JOIN conversations c ON c.conv_id = m.group_id WHERE m.user_id = $1"
-        ))
-        .bind(user)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in &group_rows {
-            let row = Self::to_row(r)?;
-            parts.rows.insert(row.conv_id.clone(), row);
-        }
         let settings = sqlx::query(
             "SELECT conv_id, pinned, muted FROM conversation_settings WHERE user_id = $1",
         )
@@ -446,7 +418,101 @@ where
                 },
             );
         }
+        let (only, mut wanted): (Option<&str>, Vec<String>) = match scope {
+            ListScope::One(id) => (Some(id), vec![id.to_owned()]),
+            ListScope::Page { after, limit } => {
+                let pinned: Vec<String> = parts
+                    .settings
+                    .iter()
+                    .filter(|(_, s)| s.pinned)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                // Unpinned ones after an unpinned cursor; all of them after a pinned one.
+                let (time, id) = match after {
+                    Some(k) if !k.pinned => (k.activity, k.conv_id.as_str()),
+                    _ => (i64::MAX, ""),
+                };
+                let n = (limit + 1 + pinned.len()) as i64;
+                for (column, other) in [("user_a", ""), ("user_b", " AND user_a <> $1")] {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {ROW_COLUMNS} FROM conversations WHERE {column} = $1{other} \
+                         AND (last_time < $2 OR (last_time = $2 AND conv_id > $3)) \
+                         ORDER BY last_time DESC, conv_id LIMIT $4"
+                    ))
+                    .bind(user)
+                    .bind(time)
+                    .bind(id)
+                    .bind(n)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    for r in &rows {
+                        let row = Self::to_row(r)?;
+                        parts.rows.insert(row.conv_id.clone(), row);
+                    }
+                }
+                (None, pinned)
+            }
+        };
+        wanted.retain(|id| !parts.rows.contains_key(id));
+        for row in Self::rows(conn, &wanted).await? {
+            parts.rows.insert(row.conv_id.clone(), row);
+        }
+        let sql = format!(
+            "SELECT m.group_id, g.name, g.created_at, m.joined_seq, m.read_seq \
+             FROM group_members m JOIN chat_groups g ON g.group_id = m.group_id \
+             WHERE m.user_id = $1{}",
+            if only.is_some() {
+                " AND m.group_id = $2"
+            } else {
+                ""
+            }
+        );
+        let mut q = sqlx::query(&sql).bind(user);
+        if let Some(id) = only {
+            q = q.bind(id);
+        }
+        let groups = q.fetch_all(&mut *conn).await?;
+        for r in &groups {
+            parts.groups.push(Membership {
+                group_id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                created_at: r.try_get(2)?,
+                joined_seq: r.try_get(3)?,
+                read_seq: r.try_get(4)?,
+            });
+        }
+        let ids: Vec<String> = parts
+            .groups
+            .iter()
+            .map(|g| g.group_id.clone())
+            .filter(|id| !parts.rows.contains_key(id))
+            .collect();
+        for row in Self::rows(conn, &ids).await? {
+            parts.rows.insert(row.conv_id.clone(), row);
+        }
         Ok(parts)
+    }
+
+    /// The rows of these conversations (those that have one).
+    pub(super) async fn rows(
+        conn: &mut DB::Connection,
+        ids: &[String],
+    ) -> Result<Vec<ConvRow>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {ROW_COLUMNS} FROM conversations WHERE conv_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for r in q.fetch_all(&mut *conn).await? {
+                out.push(Self::to_row(&r)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Sets `user`'s settings of a conversation (`None`: left as it is); returns them.

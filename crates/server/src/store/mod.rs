@@ -26,7 +26,7 @@ use natter_protocol::Msg;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use crate::config::{StorageBackend, StorageConfig};
-use conv::{ListParts, Settings};
+use conv::{ListParts, ListScope, Settings};
 
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, Tuning};
@@ -297,9 +297,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The groups `user` is a member of, with the user's role in each and the group's last seq.
     fn groups_of<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<MyGroup>, StoreError>>;
 
-    /// What `user`'s chat list is made of ([`conv::ListParts`]), including what the store
-    /// knows beyond its tables.
-    fn chat_list<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<ListParts, StoreError>>;
+    /// What `user`'s chat list is made of for `scope` ([`conv::ListParts`]: at least every
+    /// conversation that can be in it), including what the store knows beyond its tables.
+    fn chat_list<'a>(
+        &'a self,
+        user: &'a str,
+        scope: ListScope<'a>,
+    ) -> BoxFuture<'a, Result<ListParts, StoreError>>;
 
     /// Up to `limit` entries of a conversation on one side of `from`, above `floor` (a group
     /// member's join), in `conv_seq` order, within `max_bytes` ([`page_bytes`]; the entry next

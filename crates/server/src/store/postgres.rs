@@ -20,7 +20,7 @@ use sqlx::{
 use super::{
     Appended, CHUNK, Group, HistoryFrom, Invite, Member, MyGroup, Role, Store, StoreError, Stream,
     batch::{Key, Map, Seen, classify, conv_demand, key, number},
-    conv::{ConvSql, ListParts, Settings, apply_change, change_target, changes},
+    conv::{ConvSql, ListParts, ListScope, Settings, apply_change, change_target, changes},
     group_sql::GroupSql,
     migrator,
 };
@@ -511,8 +511,12 @@ impl Store for PostgresStore {
         Box::pin(async move { Sql::groups_of(&mut *self.conn().await?, user).await })
     }
 
-    fn chat_list<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<ListParts, StoreError>> {
-        Box::pin(async move { Conv::list_parts(&mut *self.conn().await?, user).await })
+    fn chat_list<'a>(
+        &'a self,
+        user: &'a str,
+        scope: ListScope<'a>,
+    ) -> BoxFuture<'a, Result<ListParts, StoreError>> {
+        Box::pin(async move { Conv::list_parts(&mut *self.conn().await?, user, scope).await })
     }
 
     fn history<'a>(

@@ -1,6 +1,7 @@
-//! Moving the log into `natter.db`: per move, each user's (or group's) inbox messages become one
-//! chunk of `inbox_chunks`, and each sender's messages one chunk of `sent_chunks` holding
-//! references to them ([`pack_refs`]), so a message is stored once.
+//! Moving the log into `natter.db`: per move, each user's (or group's) inbox messages become
+//! chunks of `inbox_chunks` (one, unless it holds more than [`INBOX_CHUNK_MESSAGES`]), and
+//! each sender's messages one chunk of `sent_chunks` holding references to them
+//! ([`pack_refs`]), so a message is stored once.
 //!
 //! A move writes the chunks, the counters and `moved.upto` in one transaction, so a move cut
 //! short by a crash is redone, and one that committed is never applied twice. The tail forgets
@@ -28,6 +29,7 @@ use crate::store::{
     CHUNK, StoreError,
     batch::{Map, takes_direct_conv_seq},
     conv::{Changes, ConvSql, apply_change, change_target, changes},
+    page_bytes,
 };
 
 /// Frames (pages) the log's WAL holds before the compactor restarts it, holding appends for one
@@ -134,6 +136,34 @@ pub(super) async fn compactor(
     }
 }
 
+/// Most messages in one inbox chunk, and most of their bytes ([`page_bytes`]): a reader that
+/// wants one message of a chunk (a conversation's history, a sent stream's reference) reads and
+/// skips through the whole chunk, so its cost is bounded by this, not by how many messages one
+/// move carried for that receiver under load (tens of thousands).
+const INBOX_CHUNK_MESSAGES: usize = 256;
+const INBOX_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A receiver's run of a move cut into inbox chunks within [`INBOX_CHUNK_MESSAGES`] and
+/// [`INBOX_CHUNK_BYTES`] (at least one message each).
+fn pieces(run: Vec<&Msg>) -> impl Iterator<Item = Vec<&Msg>> {
+    let mut rest = run.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let mut piece = Vec::new();
+        let mut bytes = 0;
+        while let Some(m) = rest.peek() {
+            let weight = page_bytes(m);
+            if !piece.is_empty()
+                && (piece.len() == INBOX_CHUNK_MESSAGES || bytes + weight > INBOX_CHUNK_BYTES)
+            {
+                break;
+            }
+            bytes += weight;
+            piece.extend(rest.next());
+        }
+        (!piece.is_empty()).then_some(piece)
+    })
+}
+
 /// What a move writes: the chunks of each stream and the counters they raise, the
 /// one-to-one conversations' chunks and the chat list's changes.
 #[derive(Debug, Default)]
@@ -199,7 +229,8 @@ impl Chunks {
         chunks
     }
 
-    /// Cuts `msgs` (in id order) into one chunk per stream. Pure CPU: runs off the runtime.
+    /// Cuts `msgs` (in id order) into chunks: an inbox's in pieces ([`pieces`]), one per sent
+    /// stream and per one-to-one conversation. Pure CPU: runs off the runtime.
     ///
     /// `created_upto` holds, for senders of `msgs`, the greatest create_time of their messages
     /// with a local_id stored before (absent: none). A message created after all of them, and
@@ -259,7 +290,11 @@ impl Chunks {
         Chunks {
             inbox: inbox
                 .into_iter()
-                .map(|(user, run)| chunk(user, &run, |m| m.seq, pack(run.iter().copied())))
+                .flat_map(|(user, run)| {
+                    pieces(run)
+                        .map(|run| chunk(user, &run, |m| m.seq, pack(run.iter().copied())))
+                        .collect::<Vec<_>>()
+                })
                 .collect(),
             sent: sent
                 .into_iter()
@@ -458,4 +493,28 @@ async fn created_upto(
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inbox_run_is_cut_into_bounded_chunks() {
+        let small = Msg::default();
+        let run = vec![&small; 600];
+        let sizes: Vec<usize> = pieces(run).map(|p| p.len()).collect();
+        assert_eq!(sizes, [256, 256, 88]);
+        let large = Msg {
+            content: "x".repeat(100_000),
+            ..Msg::default()
+        };
+        let huge = Msg {
+            content: "x".repeat(INBOX_CHUNK_BYTES * 2),
+            ..Msg::default()
+        };
+        let run = vec![&large, &large, &large, &huge, &large];
+        let sizes: Vec<usize> = pieces(run).map(|p| p.len()).collect();
+        assert_eq!(sizes, [2, 1, 1, 1], "within the bytes, a message larger alone");
+    }
 }

@@ -12,13 +12,12 @@ use sqlx::{Sqlite, sqlite::SqliteConnection};
 
 use super::{
     SqliteStore,
-    pack::{is_refs, unpack},
+    pack::{is_refs, unpack, unpack_where},
     tail::{Changed, Logged},
 };
 use crate::store::{
     HistoryFrom, StoreError,
-    batch::Map,
-    conv::{ConvSql, ListParts},
+    conv::{ConvRow, ConvSql, ListParts, ListScope},
     page_bytes,
 };
 
@@ -28,36 +27,64 @@ const READ_CHUNKS: i64 = 8;
 type Conv = ConvSql<Sqlite>;
 
 impl SqliteStore {
-    /// `user`'s chat list: the tables, with the tail's changes merged in.
-    pub(super) async fn chat_list_of(&self, user: &str) -> Result<ListParts, StoreError> {
-        let mut parts = Conv::list_parts(&mut *self.pool.acquire().await?, user).await?;
-        let tail = self.tail();
-        let groups: HashSet<&str> = parts.groups.iter().map(|g| g.group_id.as_str()).collect();
-        let mut merged = Vec::new();
-        for (id, c) in &tail.convs {
-            let mine = if is_group_id(id) {
-                groups.contains(id.as_str())
-            } else {
-                c.row.user_a == user || c.row.user_b == user
+    /// `user`'s chat list: the tables, with the tail's changes merged in. A conversation whose
+    /// newest activity is in the tail may not be among the rows read: its row is read too.
+    pub(super) async fn chat_list_of(
+        &self,
+        user: &str,
+        scope: ListScope<'_>,
+    ) -> Result<ListParts, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut parts = Conv::list_parts(&mut conn, user, scope).await?;
+        let (changed, reads): (Vec<ConvRow>, Vec<(String, i64)>) = {
+            let tail = self.tail();
+            let groups: HashSet<&str> = parts.groups.iter().map(|g| g.group_id.as_str()).collect();
+            let in_scope = |id: &str| match scope {
+                ListScope::One(one) => one == id,
+                ListScope::Page { .. } => true,
             };
-            if mine {
-                merged.push((id, c));
-            }
+            let changed = tail
+                .convs
+                .iter()
+                .filter(|(id, c)| {
+                    in_scope(id)
+                        && if is_group_id(id) {
+                            groups.contains(id.as_str())
+                        } else {
+                            c.row.user_a == user || c.row.user_b == user
+                        }
+                })
+                .map(|(_, c)| c.row.clone())
+                .collect();
+            let reads = parts
+                .groups
+                .iter()
+                .filter_map(|g| {
+                    let key = (g.group_id.clone(), user.to_owned());
+                    tail.member_reads.get(&key).map(|(seq, _)| (key.0, *seq))
+                })
+                .collect();
+            (changed, reads)
+        };
+        let unread: Vec<String> = changed
+            .iter()
+            .map(|c| c.conv_id.clone())
+            .filter(|id| !parts.rows.contains_key(id))
+            .collect();
+        for row in Conv::rows(&mut conn, &unread).await? {
+            parts.rows.insert(row.conv_id.clone(), row);
         }
-        for (id, c) in merged {
-            match parts.rows.get_mut(id) {
-                Some(row) => row.merge(&c.row),
+        for row in changed {
+            match parts.rows.get_mut(&row.conv_id) {
+                Some(stored) => stored.merge(&row),
                 None => {
-                    parts.rows.insert(id.clone(), c.row.clone());
+                    parts.rows.insert(row.conv_id.clone(), row);
                 }
             }
         }
-        for g in &mut parts.groups {
-            if let Some((seq, _)) = tail
-                .member_reads
-                .get(&(g.group_id.clone(), user.to_owned()))
-            {
-                g.read_seq = g.read_seq.max(*seq);
+        for (group, seq) in reads {
+            if let Some(g) = parts.groups.iter_mut().find(|g| g.group_id == group) {
+                g.read_seq = g.read_seq.max(seq);
             }
         }
         Ok(parts)
@@ -125,7 +152,6 @@ impl SqliteStore {
                  ORDER BY first LIMIT {READ_CHUNKS}"
             ),
         };
-        let mut cache = Chunks::default();
         while found < limit && found_bytes < max_bytes {
             let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&page)
                 .bind(conv_id)
@@ -133,15 +159,19 @@ impl SqliteStore {
                 .fetch_all(&mut *conn)
                 .await?;
             let mut read = Vec::new();
+            let mut refs = Vec::new();
             for (_, body) in &rows {
-                let unpacked = unpack(body)?;
-                if is_refs(body) {
-                    for r in unpacked.iter().filter(|m| wanted(m)) {
-                        read.extend(cache.resolve(&mut conn, r).await?);
-                    }
-                } else {
-                    read.extend(unpacked.into_iter().filter(|m| wanted(m)));
+                let into = if is_refs(body) { &mut refs } else { &mut read };
+                into.extend(unpack(body)?.into_iter().filter(|m| wanted(m)));
+            }
+            if !refs.is_empty() {
+                // Only the references the page needs, nearest the position first.
+                refs.sort_by_key(|m| m.conv_seq);
+                if let HistoryFrom::Before(_) = from {
+                    refs.reverse();
                 }
+                refs.truncate(limit - found);
+                read.extend(resolve_each(&mut conn, &refs).await?);
             }
             found += read.len();
             found_bytes = read
@@ -202,31 +232,26 @@ impl SqliteStore {
     }
 }
 
-/// The inbox chunks a history read has taken, by receiver: a page's references mostly point
-/// into a few of them.
-#[derive(Debug, Default)]
-struct Chunks {
-    /// Per receiver: (first, last, messages) of each chunk read.
-    read: Map<String, Vec<(i64, i64, Vec<Msg>)>>,
-}
-
-impl Chunks {
-    /// The message a reference points at (see [`super::pack::pack_refs`]): from the one inbox
-    /// chunk that holds its seq, found through the index on (user_id, first), so a history read
-    /// costs the same however long the receiver's inbox is. `None` if retention deleted it.
-    async fn resolve(
-        &mut self,
-        conn: &mut SqliteConnection,
-        r: &Msg,
-    ) -> Result<Option<Msg>, StoreError> {
-        let held = |chunks: &[(i64, i64, Vec<Msg>)]| {
-            chunks
-                .iter()
-                .find(|(first, last, _)| (*first..=*last).contains(&r.seq))
-                .and_then(|(_, _, msgs)| msgs.iter().find(|m| m.seq == r.seq).cloned())
-        };
-        if let Some(found) = self.read.get(&r.receiver_id).and_then(|c| held(c)) {
-            return Ok(same(found, r));
+/// The messages references point at (see [`super::pack::pack_refs`]), each from the one inbox
+/// chunk that holds its seq, found through the index on (user_id, first), and only they are
+/// built from that chunk ([`unpack_where`]): a history page costs the same however long the
+/// receivers' inboxes are. A reference whose message retention deleted is left out.
+async fn resolve_each(conn: &mut SqliteConnection, refs: &[Msg]) -> Result<Vec<Msg>, StoreError> {
+    /// An inbox chunk: its receiver, its seq range, its blob, the seqs wanted from it.
+    struct Held<'r> {
+        receiver: &'r str,
+        seqs: std::ops::RangeInclusive<i64>,
+        body: Vec<u8>,
+        wanted: HashSet<i64>,
+    }
+    let mut chunks: Vec<Held> = Vec::new();
+    for r in refs {
+        let held = chunks
+            .iter_mut()
+            .find(|c| c.receiver == r.receiver_id && c.seqs.contains(&r.seq));
+        if let Some(c) = held {
+            c.wanted.insert(r.seq);
+            continue;
         }
         let row: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT first, last, body FROM inbox_chunks WHERE user_id = ? AND first <= ? \
@@ -236,16 +261,23 @@ impl Chunks {
         .bind(r.seq)
         .fetch_optional(&mut *conn)
         .await?;
-        let Some((first, last, body)) = row else {
-            return Ok(None);
-        };
-        let chunks = self.read.entry(r.receiver_id.clone()).or_default();
-        chunks.push((first, last, unpack(&body)?));
-        Ok(held(chunks).and_then(|m| same(m, r)))
+        if let Some((first, last, body)) = row {
+            chunks.push(Held {
+                receiver: &r.receiver_id,
+                seqs: first..=last,
+                body,
+                wanted: HashSet::from([r.seq]),
+            });
+        }
     }
-}
-
-/// `m` if it is the message `r` refers to.
-fn same(m: Msg, r: &Msg) -> Option<Msg> {
-    (m.send_id == r.send_id && m.send_seq == r.send_seq).then_some(m)
+    let mut found = Vec::with_capacity(refs.len());
+    for c in &chunks {
+        found.extend(unpack_where(&c.body, |seq| c.wanted.contains(&seq))?);
+    }
+    let wanted: HashSet<(&str, i64)> = refs
+        .iter()
+        .map(|r| (r.send_id.as_str(), r.send_seq))
+        .collect();
+    found.retain(|m| wanted.contains(&(m.send_id.as_str(), m.send_seq)));
+    Ok(found)
 }

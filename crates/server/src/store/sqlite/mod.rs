@@ -6,7 +6,7 @@
 //!   ([`tail`]), so reads and resends of logged messages never query the file.
 //! - `natter.db`: the messages in chunks, the `user_seq` counters and the groups. Every
 //!   [`COMPACT_EVERY`] (or sooner when the log fills) the compactor moves the log into it: per
-//!   move, each user's (or group's) inbox messages become one chunk, and each sender's one sent
+//!   move, each user's (or group's) inbox messages become a chunk (of at most 256), and each sender's one sent
 //!   chunk of references into them, so a message is stored once.
 //!
 //! Why chunks: a row per message costs SQLite an index entry per index per message, more CPU
@@ -55,7 +55,7 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use self::tail::Tail;
 use super::{
     Appended, Group, HistoryFrom, Invite, Member, MyGroup, Role, Store, StoreError, Stream,
-    conv::{ConvSql, ListParts, Settings},
+    conv::{ConvSql, ListParts, ListScope, Settings},
     group_sql::GroupSql,
     migrator,
 };
@@ -411,8 +411,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn chat_list<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<ListParts, StoreError>> {
-        Box::pin(self.chat_list_of(user))
+    fn chat_list<'a>(
+        &'a self,
+        user: &'a str,
+        scope: ListScope<'a>,
+    ) -> BoxFuture<'a, Result<ListParts, StoreError>> {
+        Box::pin(self.chat_list_of(user, scope))
     }
 
     fn history<'a>(

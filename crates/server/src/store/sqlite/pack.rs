@@ -105,6 +105,16 @@ fn pack_as<'a>(msgs: impl IntoIterator<Item = &'a Msg>, kind: u8) -> Vec<u8> {
 
 /// The messages of a blob made by [`pack`], or the references of one made by [`pack_refs`].
 pub(super) fn unpack(blob: &[u8]) -> Result<Vec<Msg>, StoreError> {
+    unpack_where(blob, |_| true)
+}
+
+/// The messages of a blob whose `seq` `keep` accepts, in order. The others are read past
+/// without being built (their strings stay slices of the blob), so finding a few messages in a
+/// large chunk costs little more than reading through its bytes.
+pub(super) fn unpack_where(
+    blob: &[u8],
+    mut keep: impl FnMut(i64) -> bool,
+) -> Result<Vec<Msg>, StoreError> {
     let mut r = Reader { blob, at: 1 };
     let with_conv_seq = match blob.first() {
         Some(&MESSAGES | &REFERENCES) => true,
@@ -112,37 +122,65 @@ pub(super) fn unpack(blob: &[u8]) -> Result<Vec<Msg>, StoreError> {
         other => return Err(corrupt(format!("unknown blob kind {other:?}"))),
     };
     let mut msgs: Vec<Msg> = Vec::new();
-    let empty = Msg::default();
+    // The message before, as read: its strings, then its numbers.
+    let mut strings = [Raw::Text(&[]); 5];
+    let mut numbers = [0i64; 5];
     while r.at < blob.len() {
-        let prev = msgs.last().unwrap_or(&empty);
-        let server_id = r.field(&prev.server_id)?;
-        let send_id = r.field(&prev.send_id)?;
-        let receiver_id = r.field(&prev.receiver_id)?;
-        let local_id = r.field(&prev.local_id)?;
-        let content = r.field(&prev.content)?;
+        for s in &mut strings {
+            *s = r.field(*s)?;
+        }
+        let [seq, send_seq, create_time, send_time, conv_seq] = &mut numbers;
+        *seq = r.number(*seq)?;
+        *send_seq = r.number(*send_seq)?;
+        *create_time = r.number(*create_time)?;
+        *send_time = r.number(*send_time)?;
+        let msg_type = r.small()?;
+        let content_type = r.small()?;
+        if with_conv_seq {
+            *conv_seq = r.number(*conv_seq)?;
+        }
+        if !keep(*seq) {
+            continue;
+        }
+        let [server_id, send_id, receiver_id, local_id, content] = strings;
         let mut m = Msg {
-            server_id,
-            send_id,
-            receiver_id,
-            local_id,
-            content,
-            seq: r.number(prev.seq)?,
-            send_seq: r.number(prev.send_seq)?,
-            create_time: r.number(prev.create_time)?,
-            send_time: r.number(prev.send_time)?,
-            msg_type: r.small()?,
-            content_type: r.small()?,
-            conv_seq: 0,
+            server_id: server_id.string()?,
+            send_id: send_id.string()?,
+            receiver_id: receiver_id.string()?,
+            local_id: local_id.string()?,
+            content: content.string()?,
+            seq: *seq,
+            send_seq: *send_seq,
+            create_time: *create_time,
+            send_time: *send_time,
+            msg_type,
+            content_type,
+            conv_seq: *conv_seq,
             conv_id: String::new(),
             is_read: false,
         };
-        if with_conv_seq {
-            m.conv_seq = r.number(prev.conv_seq)?;
-        }
         m.conv_id = conversation::id_of(&m);
         msgs.push(m);
     }
     Ok(msgs)
+}
+
+/// A string field as the blob holds it: a UUID's 16 bytes, or UTF-8 bytes (checked when built).
+#[derive(Debug, Clone, Copy)]
+enum Raw<'a> {
+    Uuid(&'a [u8]),
+    Text(&'a [u8]),
+}
+
+impl Raw<'_> {
+    fn string(self) -> Result<String, StoreError> {
+        match self {
+            Raw::Uuid(bytes) => Ok(uuid_string(bytes)),
+            Raw::Text(bytes) => std::str::from_utf8(bytes)
+                .map(str::to_owned)
+                .map_err(|_| corrupt("string is not UTF-8".into())),
+        }
+    }
 }
 
 fn corrupt(what: String) -> StoreError {
@@ -219,7 +257,7 @@ struct Reader<'a> {
     at: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn uint(&mut self) -> Result<u64, StoreError> {
         let mut n = 0u64;
         for shift in (0..64).step_by(7) {
@@ -250,15 +288,18 @@ impl Reader<'_> {
     }
 
     /// A string, tagged (`before` is the message before's).
-    fn field(&mut self, before: &str) -> Result<String, StoreError> {
-        match self.uint()? {
-            SAME => Ok(before.to_owned()),
-            UUID => Ok(uuid_string(self.bytes(16)?)),
-            tag => self.string(tag - BYTES),
-        }
+    fn field<'b>(&mut self, before: Raw<'b>) -> Result<Raw<'b>, StoreError>
+    where
+        'a: 'b,
+    {
+        Ok(match self.uint()? {
+            SAME => before,
+            UUID => Raw::Uuid(self.bytes(16)?),
+            tag => Raw::Text(self.bytes(tag - BYTES)?),
+        })
     }
 
-    fn bytes(&mut self, len: u64) -> Result<&[u8], StoreError> {
+    fn bytes(&mut self, len: u64) -> Result<&'a [u8], StoreError> {
         let end = usize::try_from(len)
             .ok()
             .and_then(|len| self.at.checked_add(len))
@@ -267,12 +308,6 @@ impl Reader<'_> {
         let bytes = &self.blob[self.at..end];
         self.at = end;
         Ok(bytes)
-    }
-
-    fn string(&mut self, len: u64) -> Result<String, StoreError> {
-        let bytes = self.bytes(len)?;
-        let s = std::str::from_utf8(bytes).map_err(|_| corrupt("string is not UTF-8".into()))?;
-        Ok(s.to_owned())
     }
 }
 
