@@ -515,6 +515,10 @@ mod tests {
         };
         let run = vec![&large, &large, &large, &huge, &large];
         let sizes: Vec<usize> = pieces(run).map(|p| p.len()).collect();
-        assert_eq!(sizes, [2, 1, 1, 1], "within the bytes, a message larger alone");
+        assert_eq!(
+            sizes,
+            [2, 1, 1, 1],
+            "within the bytes, a message larger alone"
+        );
     }
 }

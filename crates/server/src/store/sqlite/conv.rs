@@ -27,45 +27,46 @@ const READ_CHUNKS: i64 = 8;
 type Conv = ConvSql<Sqlite>;
 
 impl SqliteStore {
-    /// `user`'s chat list: the tables, with the tail's changes merged in. A conversation whose
-    /// newest activity is in the tail may not be among the rows read: its row is read too.
+    /// `user`'s chat list: the tables, with the tail's changes merged in. The tail is read first
+    /// (as for a stream, [`super::read`]): a move in between leaves its changes in both, which
+    /// merge to the same. A conversation whose newest activity is in the tail may not be among
+    /// the rows read: its row is read too.
     pub(super) async fn chat_list_of(
         &self,
         user: &str,
         scope: ListScope<'_>,
     ) -> Result<ListParts, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let mut parts = Conv::list_parts(&mut conn, user, scope).await?;
+        let in_scope = |id: &str| match scope {
+            ListScope::One(one) => one == id,
+            ListScope::Page { .. } => true,
+        };
         let (changed, reads): (Vec<ConvRow>, Vec<(String, i64)>) = {
             let tail = self.tail();
-            let groups: HashSet<&str> = parts.groups.iter().map(|g| g.group_id.as_str()).collect();
-            let in_scope = |id: &str| match scope {
-                ListScope::One(one) => one == id,
-                ListScope::Page { .. } => true,
-            };
             let changed = tail
                 .convs
                 .iter()
                 .filter(|(id, c)| {
                     in_scope(id)
-                        && if is_group_id(id) {
-                            groups.contains(id.as_str())
-                        } else {
-                            c.row.user_a == user || c.row.user_b == user
-                        }
+                        && (is_group_id(id) || c.row.user_a == user || c.row.user_b == user)
                 })
                 .map(|(_, c)| c.row.clone())
                 .collect();
-            let reads = parts
-                .groups
+            let reads = tail
+                .member_reads
                 .iter()
-                .filter_map(|g| {
-                    let key = (g.group_id.clone(), user.to_owned());
-                    tail.member_reads.get(&key).map(|(seq, _)| (key.0, *seq))
-                })
+                .filter(|((_, u), _)| u == user)
+                .map(|((g, _), (seq, _))| (g.clone(), *seq))
                 .collect();
             (changed, reads)
         };
+        let mut conn = self.pool.acquire().await?;
+        let mut parts = Conv::list_parts(&mut conn, user, scope).await?;
+        // Only the groups the user is in.
+        let groups: HashSet<&str> = parts.groups.iter().map(|g| g.group_id.as_str()).collect();
+        let changed: Vec<ConvRow> = changed
+            .into_iter()
+            .filter(|c| !is_group_id(&c.conv_id) || groups.contains(c.conv_id.as_str()))
+            .collect();
         let unread: Vec<String> = changed
             .iter()
             .map(|c| c.conv_id.clone())
@@ -165,7 +166,10 @@ impl SqliteStore {
                 into.extend(unpack(body)?.into_iter().filter(|m| wanted(m)));
             }
             if !refs.is_empty() {
-                // Only the references the page needs, nearest the position first.
+                // Only the references the page needs, nearest the position first; not those
+                // the tail gave already (moved since it was read).
+                let have: HashSet<i64> = msgs.iter().map(|m| m.conv_seq).collect();
+                refs.retain(|r| !have.contains(&r.conv_seq));
                 refs.sort_by_key(|m| m.conv_seq);
                 if let HistoryFrom::Before(_) = from {
                     refs.reverse();
