@@ -4,8 +4,10 @@
 //! at once). Then, on one keep-alive HTTP connection, `requests` times each: the chat list's
 //! first page (`GET /api/v1/conversations?limit=50`) and the last 50 messages of one
 //! conversation (`GET /api/v1/conversations/{id}/messages?limit=50`, a different conversation
-//! each time). Reported: the seeding rate and each request's latency (p50, p99, max). Run it
-//! with `limits.http.per_second: 0` on the server: the requests are far over the default rate.
+//! each time, among the first [`MEASURED`], which hold at least [`MEASURED_LEN`] messages
+//! whatever the history, so every page is a full one). Reported: the seeding rate and each
+//! request's latency (p50, p99, max). Run it with `limits.http.per_second: 0` on the server:
+//! the requests are far over the default rate.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,11 @@ use crate::{
     net::Net,
 };
 
+/// Conversations whose last page is asked for.
+const MEASURED: usize = 20;
+/// Messages each of them holds at least.
+const MEASURED_LEN: usize = 60;
+
 pub(crate) struct ConvsConfig {
     pub(crate) conversations: usize,
     pub(crate) history: usize,
@@ -33,9 +40,23 @@ pub(crate) struct ConvsConfig {
 
 pub(crate) async fn convs(net: &Net, cfg: ConvsConfig) -> anyhow::Result<()> {
     let owner = format!("owner-{}", run_tag());
-    let per_peer = cfg.history.div_ceil(cfg.conversations.max(1));
+    let n = cfg.conversations.max(MEASURED + 1);
+    let per_peer = cfg.history.div_ceil(n);
+    // The measured conversations hold a full page or more; the others share the rest.
+    let measured_len = per_peer.max(MEASURED_LEN);
+    let other_len = cfg
+        .history
+        .saturating_sub(MEASURED * measured_len)
+        .div_ceil(n - MEASURED);
+    let share = |p: usize| {
+        if p < MEASURED {
+            measured_len
+        } else {
+            other_len
+        }
+    };
     let started = Instant::now();
-    let mut peers = (0..cfg.conversations).peekable();
+    let mut peers = (0..n).peekable();
     while peers.peek().is_some() {
         let wave: Vec<usize> = peers.by_ref().take(cfg.seeders.max(1)).collect();
         let mut tasks = Vec::new();
@@ -44,17 +65,17 @@ pub(crate) async fn convs(net: &Net, cfg: ConvsConfig) -> anyhow::Result<()> {
                 .connect(p, &format!("peer{p}-{}", run_tag()), "seed")
                 .await?;
             let (to, window) = (owner.clone(), cfg.window.max(1));
-            tasks.push(tokio::spawn(seed(ws, to, per_peer, window)));
+            tasks.push(tokio::spawn(seed(ws, to, share(p), window)));
         }
         for t in tasks {
             t.await??;
         }
     }
     let seeded = started.elapsed();
-    let total = per_peer * cfg.conversations;
+    let total: usize = (0..n).map(share).sum();
     println!(
         "scenario: convs conversations={} history={total} requests={}",
-        cfg.conversations, cfg.requests
+        n, cfg.requests
     );
     println!(
         "seeded: {total} messages in {:.1} s ({:.0} msg/s)",
@@ -70,7 +91,7 @@ pub(crate) async fn convs(net: &Net, cfg: ConvsConfig) -> anyhow::Result<()> {
     if status != 200 || !body.contains("\"conversations\"") {
         bail!("the chat list answered {status}: {body:.200}");
     }
-    let ids: Vec<String> = (0..cfg.conversations)
+    let ids: Vec<String> = (0..MEASURED)
         .map(|p| direct_id(&owner, &format!("peer{p}-{}", run_tag())))
         .collect();
     let mut list = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -86,11 +107,8 @@ pub(crate) async fn convs(net: &Net, cfg: ConvsConfig) -> anyhow::Result<()> {
         let (status, body) = http.get(&path).await?;
         page.record(at.elapsed().as_micros().max(1) as u64)?;
         anyhow::ensure!(status == 200, "history answered {status}: {body:.200}");
-        anyhow::ensure!(
-            body.matches("\"conv_seq\"").count() == per_peer.min(50),
-            "a history page of {} messages, {per_peer} expected",
-            body.matches("\"conv_seq\"").count()
-        );
+        let got = body.matches("\"conv_seq\"").count();
+        anyhow::ensure!(got == 50, "a history page of {got} messages, 50 expected");
     }
     for (what, h) in [("chat list, first 50", &list), ("last 50 messages", &page)] {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
