@@ -1,5 +1,6 @@
-//! Property tests over the HTTP API's inputs: generated query strings of the history routes and
-//! of the WebSocket upgrade, and generated JSON bodies of every route that takes one, sent to a
+//! Property tests over the HTTP API's inputs: generated query strings of the history routes (a
+//! stream's, a group's, a conversation's) and of the WebSocket upgrade, and generated JSON
+//! bodies of every route that takes one (groups, conversations), sent to a
 //! real server. The expected
 //! answer of each (its status, and the `error` of a refusal) is computed here from the rules of
 //! docs/protocol.md; whatever the input, the server answers and goes on answering.
@@ -277,6 +278,75 @@ proptest! {
         };
         let (status, answer) = call(method, &path, Some(&body.to_string()));
         expect(status, &answer, ok.then_some(success), "invalid_request");
+    }
+
+    #[test]
+    fn conversation_history_queries(
+        before in prop::option::of(number_text()),
+        after in prop::option::of(number_text()),
+        limit in prop::option::of(number_text()),
+        group in any::<bool>(),
+    ) {
+        let mut params = Vec::new();
+        for (name, value) in [("before", &before), ("after", &after), ("limit", &limit)] {
+            if let Some(v) = value {
+                params.push(format!("{name}={v}"));
+            }
+        }
+        // One side at most, each a non-negative integer; limit 1 to 1000.
+        let ok = !(before.is_some() && after.is_some())
+            && [&before, &after].iter().all(|v| v.as_deref().is_none_or(non_negative_i64))
+            && limit.as_deref().is_none_or(limit_ok);
+        let conv = if group { fixture().group.clone() } else { "d:fuzzer:member".to_owned() };
+        let path = format!("/api/v1/conversations/{conv}/messages?{}", params.join("&"));
+        let (status, answer) = call("GET", &path, None);
+        expect(status, &answer, ok.then_some(200), "invalid_query");
+        if ok {
+            prop_assert!(answer["messages"].is_array() && answer["has_more"].is_boolean());
+        }
+    }
+
+    #[test]
+    fn conversation_bodies(
+        settings in object_of(vec![
+            ("pinned", prop_oneof![any::<bool>().prop_map(Value::from), any_json()].boxed()),
+            ("muted", prop_oneof![any::<bool>().prop_map(Value::from), any_json()].boxed()),
+        ]),
+        read in object_of(vec![(
+            "conv_seq",
+            prop_oneof![(-3i64..100).prop_map(Value::from), any_json()].boxed(),
+        )]),
+        hide in object_of(vec![(
+            "conv_seqs",
+            prop_oneof![
+                prop::collection::vec((-2i64..50).prop_map(Value::from), 0..4).prop_map(Value::from),
+                Just(Value::from(vec![1; 1001])),
+                any_json(),
+            ].boxed(),
+        )]),
+    ) {
+        let conv = "/api/v1/conversations/d:fuzzer:member";
+        let only = |o: &serde_json::Map<String, Value>, keys: &[&str]| o.keys().all(|k| keys.contains(&k.as_str()));
+        // Each of pinned and muted absent, null or a boolean.
+        let ok = settings.as_object().is_some_and(|o| {
+            only(o, &["pinned", "muted"]) && o.values().all(|v| v.is_null() || v.is_boolean())
+        });
+        let (status, answer) = call("PATCH", conv, Some(&settings.to_string()));
+        expect(status, &answer, ok.then_some(200), "invalid_request");
+        // A conv_seq of 1 or more.
+        let ok = read.as_object().is_some_and(|o| {
+            only(o, &["conv_seq"]) && o.get("conv_seq").and_then(Value::as_i64).is_some_and(|n| n >= 1)
+        });
+        let (status, answer) = call("POST", &format!("{conv}/read"), Some(&read.to_string()));
+        expect(status, &answer, ok.then_some(200), "invalid_request");
+        // 1 to 1000 conv_seqs of 1 or more.
+        let ok = hide.as_object().is_some_and(|o| {
+            only(o, &["conv_seqs"]) && o.get("conv_seqs").and_then(Value::as_array).is_some_and(|a| {
+                (1..=1000).contains(&a.len()) && a.iter().all(|n| n.as_i64().is_some_and(|n| n >= 1))
+            })
+        });
+        let (status, answer) = call("POST", &format!("{conv}/hide"), Some(&hide.to_string()));
+        expect(status, &answer, ok.then_some(200), "invalid_request");
     }
 
     #[test]

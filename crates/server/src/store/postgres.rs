@@ -105,7 +105,9 @@ impl PostgresStore {
     ) -> Result<Map<Key, Msg>, StoreError> {
         let mut stored = Map::default();
         for keyed in keyed.chunks(CHUNK) {
-            // A join from the constant rows: the index is looked up for each of them.
+            // For each key, its message through the index: a lateral subquery with LIMIT 1 is an
+            // index lookup whatever the planner believes of the table's size (a plain join's
+            // plan, cached while the table was small, can be a scan of every message).
             let mut q = QueryBuilder::<Postgres>::new("SELECT ");
             q.push(MSG_COLUMNS).push(" FROM (");
             q.push_values(keyed, |mut b, m| {
@@ -113,11 +115,11 @@ impl PostgresStore {
                     .push_bind(m.create_time)
                     .push_bind(m.local_id.as_str());
             });
-            q.push(
-                ") AS k JOIN messages m ON m.send_id = k.column1 \
-                 AND m.create_time = k.column2 AND m.local_id = k.column3 \
-                 WHERE m.local_id <> ''",
-            );
+            q.push(format!(
+                ") AS k CROSS JOIN LATERAL (SELECT {COLUMNS} FROM messages \
+                 WHERE send_id = k.column1 AND create_time = k.column2 \
+                 AND local_id = k.column3 AND local_id <> '' LIMIT 1) m"
+            ));
             for row in q.build().fetch_all(&mut *conn).await? {
                 let m = Self::row_to_msg(&row)?;
                 stored.insert(key(&m), m);

@@ -5,7 +5,7 @@
 //! As for streams ([`super::read`]), a reader takes the tail before reading `natter.db`, so a
 //! move in between shows a message twice at most, never not at all; it is taken once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use natter_protocol::{Msg, conversation, is_group_id};
 use sqlx::{Sqlite, sqlite::SqliteConnection};
@@ -241,42 +241,31 @@ impl SqliteStore {
 /// built from that chunk ([`unpack_where`]): a history page costs the same however long the
 /// receivers' inboxes are. A reference whose message retention deleted is left out.
 async fn resolve_each(conn: &mut SqliteConnection, refs: &[Msg]) -> Result<Vec<Msg>, StoreError> {
-    /// An inbox chunk: its receiver, its seq range, its blob, the seqs wanted from it.
-    struct Held<'r> {
-        receiver: &'r str,
-        seqs: std::ops::RangeInclusive<i64>,
-        body: Vec<u8>,
-        wanted: HashSet<i64>,
-    }
-    let mut chunks: Vec<Held> = Vec::new();
+    // Per receiver, the seqs wanted; then, in one statement per receiver, the chunk holding
+    // each (a page's references point into many small chunks: a round trip to SQLite's thread
+    // each would cost more than reading them).
+    let mut by_receiver: HashMap<&str, HashSet<i64>> = HashMap::new();
     for r in refs {
-        let held = chunks
-            .iter_mut()
-            .find(|c| c.receiver == r.receiver_id && c.seqs.contains(&r.seq));
-        if let Some(c) = held {
-            c.wanted.insert(r.seq);
-            continue;
-        }
-        let row: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT first, last, body FROM inbox_chunks WHERE user_id = ? AND first <= ? \
-             ORDER BY first DESC LIMIT 1",
+        by_receiver.entry(&r.receiver_id).or_default().insert(r.seq);
+    }
+    let mut chunks: Vec<(Vec<u8>, &HashSet<i64>)> = Vec::new();
+    for (receiver, seqs) in &by_receiver {
+        let list = serde_json::to_string(&seqs.iter().collect::<Vec<_>>())
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT body FROM inbox_chunks WHERE user_id = ?1 AND first IN \
+             (SELECT (SELECT MAX(first) FROM inbox_chunks WHERE user_id = ?1 AND first <= value) \
+              FROM json_each(?2))",
         )
-        .bind(&r.receiver_id)
-        .bind(r.seq)
-        .fetch_optional(&mut *conn)
+        .bind(*receiver)
+        .bind(list)
+        .fetch_all(&mut *conn)
         .await?;
-        if let Some((first, last, body)) = row {
-            chunks.push(Held {
-                receiver: &r.receiver_id,
-                seqs: first..=last,
-                body,
-                wanted: HashSet::from([r.seq]),
-            });
-        }
+        chunks.extend(bodies.into_iter().map(|body| (body, seqs)));
     }
     let mut found = Vec::with_capacity(refs.len());
-    for c in &chunks {
-        found.extend(unpack_where(&c.body, |seq| c.wanted.contains(&seq))?);
+    for (body, seqs) in &chunks {
+        found.extend(unpack_where(body, |seq| seqs.contains(&seq))?);
     }
     let wanted: HashSet<(&str, i64)> = refs
         .iter()
