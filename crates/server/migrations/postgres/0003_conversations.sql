@@ -33,9 +33,11 @@ CREATE TABLE conversations (
     autovacuum_vacuum_threshold = 1000,
     autovacuum_vacuum_cost_delay = 0
 );
--- A user's one-to-one conversations, newest activity first: the chat list reads a page of them.
-CREATE INDEX conversations_a ON conversations (user_a, last_time DESC, conv_id) WHERE user_a <> '';
-CREATE INDEX conversations_b ON conversations (user_b, last_time DESC, conv_id) WHERE user_b <> '';
+-- A user's one-to-one conversations (the chat list sorts a user's rows by last_time). Not on
+-- last_time itself: every entry changes it, and an indexed column changed makes the update
+-- write new index entries instead of a heap-only (HOT) tuple.
+CREATE INDEX conversations_a ON conversations (user_a) WHERE user_a <> '';
+CREATE INDEX conversations_b ON conversations (user_b) WHERE user_b <> '';
 
 -- A member's read position in the group (a conv_seq); the member's own entries move it.
 ALTER TABLE group_members ADD COLUMN read_seq BIGINT NOT NULL DEFAULT 0;

@@ -394,8 +394,9 @@ where
 
     /// What `user`'s chat list is made of, for `scope`: every setting of the user's, and the
     /// rows that can be on the page: the pinned conversations, the first one-to-one ones after
-    /// the cursor by activity (through the indexes on `(user_a | user_b, last_time)`: a page
-    /// costs the same however many conversations the user has), and the user's groups.
+    /// the cursor by activity (SQLite reads them in order from its indexes on `(user_a |
+    /// user_b, last_time)`; PostgreSQL sorts the user's rows, found by `user_a | user_b`, as
+    /// its updates stay heap-only without last_time indexed), and the user's groups.
     pub(super) async fn list_parts(
         conn: &mut DB::Connection,
         user: &str,
