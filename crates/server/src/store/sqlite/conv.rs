@@ -12,7 +12,7 @@ use sqlx::{Sqlite, sqlite::SqliteConnection};
 
 use super::{
     SqliteStore,
-    pack::{is_refs, unpack, unpack_where},
+    pack::{is_refs, unpack_where},
     tail::{Changed, Logged},
 };
 use crate::store::{
@@ -21,8 +21,9 @@ use crate::store::{
     page_bytes,
 };
 
-/// Chunks a history read takes per statement.
-const READ_CHUNKS: i64 = 8;
+/// Chunks a history read takes per statement: a chunk holds up to a move's entries of one
+/// conversation (a group's: up to 256), so two mostly fill a page.
+const READ_CHUNKS: i64 = 2;
 
 type Conv = ConvSql<Sqlite>;
 
@@ -162,8 +163,11 @@ impl SqliteStore {
             let mut read = Vec::new();
             let mut refs = Vec::new();
             for (_, body) in &rows {
+                // Only the entries on the page's side are built (a chunk holds one
+                // conversation's, or a group's, entries only).
+                let side = unpack_where(body, |_, conv_seq| from.holds(conv_seq, floor))?;
                 let into = if is_refs(body) { &mut refs } else { &mut read };
-                into.extend(unpack(body)?.into_iter().filter(|m| wanted(m)));
+                into.extend(side.into_iter().filter(|m| wanted(m)));
             }
             if !refs.is_empty() {
                 // Only the references the page needs, nearest the position first; not those
@@ -265,7 +269,7 @@ async fn resolve_each(conn: &mut SqliteConnection, refs: &[Msg]) -> Result<Vec<M
     }
     let mut found = Vec::with_capacity(refs.len());
     for (body, seqs) in &chunks {
-        found.extend(unpack_where(body, |seq| seqs.contains(&seq))?);
+        found.extend(unpack_where(body, |seq, _| seqs.contains(&seq))?);
     }
     let wanted: HashSet<(&str, i64)> = refs
         .iter()

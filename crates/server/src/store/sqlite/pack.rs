@@ -105,15 +105,15 @@ fn pack_as<'a>(msgs: impl IntoIterator<Item = &'a Msg>, kind: u8) -> Vec<u8> {
 
 /// The messages of a blob made by [`pack`], or the references of one made by [`pack_refs`].
 pub(super) fn unpack(blob: &[u8]) -> Result<Vec<Msg>, StoreError> {
-    unpack_where(blob, |_| true)
+    unpack_where(blob, |_, _| true)
 }
 
-/// The messages of a blob whose `seq` `keep` accepts, in order. The others are read past
-/// without being built (their strings stay slices of the blob), so finding a few messages in a
-/// large chunk costs little more than reading through its bytes.
+/// The messages of a blob whose `(seq, conv_seq)` `keep` accepts, in order. The others are read
+/// past without being built (their strings stay slices of the blob), so finding a few messages
+/// in a large chunk costs little more than reading through its bytes.
 pub(super) fn unpack_where(
     blob: &[u8],
-    mut keep: impl FnMut(i64) -> bool,
+    mut keep: impl FnMut(i64, i64) -> bool,
 ) -> Result<Vec<Msg>, StoreError> {
     let mut r = Reader { blob, at: 1 };
     let with_conv_seq = match blob.first() {
@@ -139,7 +139,7 @@ pub(super) fn unpack_where(
         if with_conv_seq {
             *conv_seq = r.number(*conv_seq)?;
         }
-        if !keep(*seq) {
+        if !keep(*seq, *conv_seq) {
             continue;
         }
         let [server_id, send_id, receiver_id, local_id, content] = strings;
