@@ -54,6 +54,8 @@ async fn sdk_lists_conversations_pages_history_and_changes_entries() {
     for i in 1..=3 {
         alice.send("bob", &format!("m{i}")).await.unwrap();
     }
+    // A later millisecond: the list orders by the last entry's time.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     bob.send("carol", "elsewhere").await.unwrap();
     let list = bob.conversations(50, None).await.unwrap();
     let ids: Vec<&str> = list

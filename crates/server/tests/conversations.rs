@@ -479,7 +479,10 @@ async fn chat_list_pages_cover_every_conversation_once_in_order(backend: Backend
         assert_eq!(status, 200, "{page}");
         seen.extend(page["conversations"].as_array().unwrap().iter().cloned());
         match page["next"].as_str() {
-            Some(next) => cursor = format!("&cursor={next}"),
+            // As a client sends it: percent-encoded.
+            Some(next) => {
+                cursor = format!("&cursor={}", next.replace('%', "%25").replace(':', "%3A"))
+            }
             None => break,
         }
     }

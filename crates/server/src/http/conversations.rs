@@ -17,10 +17,10 @@ use serde_json::{Value, json};
 use super::{
     ApiError, Caller, PAGE_BYTES,
     body::{ApiBody, Body},
-    groups, page_response, store,
+    groups, limit_param, page_response, store,
 };
 use crate::{
-    query::{non_negative_param, query_param},
+    query::{decoded_param, non_negative_param},
     state::AppState,
     store::{
         HistoryFrom,
@@ -90,18 +90,12 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = query.as_deref();
     let invalid = |what: &str| ApiError::new(HttpError::InvalidQuery, what.to_owned());
-    let limit = match query_param(q, "limit") {
-        None => 50,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| invalid("limit is 1 to 200"))?,
-    };
-    let after = match query_param(q, "cursor") {
+    let limit = limit_param(q, 50, 200)? as usize;
+    let cursor = decoded_param(q, "cursor").map_err(|e| invalid(&e))?;
+    let after = match cursor {
         None => None,
         Some(c) => Some(
-            ListKey::parse(c).ok_or_else(|| invalid("cursor is a `next` this route returned"))?,
+            ListKey::parse(&c).ok_or_else(|| invalid("cursor is a `next` this route returned"))?,
         ),
     };
     let scope = ListScope::Page {
@@ -171,14 +165,7 @@ async fn messages(
         (None, Some(a)) => HistoryFrom::After(a),
         (None, None) => HistoryFrom::Before(i64::MAX),
     };
-    let limit = match query_param(q, "limit") {
-        None => 50,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| invalid("limit is 1 to 1000".into()))?,
-    };
+    let limit = limit_param(q, 50, 1000)?;
     let (conv, floor) = open(&state, &who.user, &conv_id).await?;
     let store = store(&state)?;
     let (id, user) = (conv.id(), who.user.as_str());

@@ -227,15 +227,20 @@ impl HistoryQuery {
         let after = non_negative_param(q, after_name)
             .map_err(invalid)?
             .unwrap_or(0);
-        let limit = match query_param(q, "limit") {
-            None => 100,
-            Some(v) => v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or_else(|| invalid("limit is 1 to 1000".into()))?,
-        };
+        let limit = limit_param(q, 100, 1000)?;
         Ok(HistoryQuery { after, limit })
+    }
+}
+
+/// The query's `limit`: `default` when absent, else 1 to `max`.
+pub(crate) fn limit_param(q: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match query_param(q, "limit") {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::new(HttpError::InvalidQuery, format!("limit is 1 to {max}"))),
     }
 }
 

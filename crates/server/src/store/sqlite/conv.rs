@@ -146,39 +146,54 @@ impl SqliteStore {
             };
         let page = match from {
             HistoryFrom::Before(_) => format!(
-                "SELECT first, body FROM {table} WHERE {key} = ?1 AND first < ?2 \
+                "SELECT first, last, body FROM {table} WHERE {key} = ?1 AND first < ?2 \
                  ORDER BY first DESC LIMIT {READ_CHUNKS}"
             ),
             HistoryFrom::After(_) => format!(
-                "SELECT first, body FROM {table} WHERE {key} = ?1 AND first >= ?2 \
+                "SELECT first, last, body FROM {table} WHERE {key} = ?1 AND first >= ?2 \
                  ORDER BY first LIMIT {READ_CHUNKS}"
             ),
         };
+        // The page's edge so far: scrolling back, the entries wanted are below it (the tail's
+        // are the newest); catching up, above it. A chunk holds a run of consecutive entries
+        // (a conversation's, or a group's), so the window of entries still wanted from it is
+        // known before it is read, and only they are built.
+        let mut edge = match from {
+            HistoryFrom::Before(b) => msgs.iter().map(|m| m.conv_seq).fold(b, i64::min),
+            HistoryFrom::After(a) => a.max(floor),
+        };
         while found < limit && found_bytes < max_bytes {
-            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&page)
+            let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(&page)
                 .bind(conv_id)
                 .bind(cursor)
                 .fetch_all(&mut *conn)
                 .await?;
             let mut read = Vec::new();
             let mut refs = Vec::new();
-            for (_, body) in &rows {
-                // Only the entries on the page's side are built (a chunk holds one
-                // conversation's, or a group's, entries only).
-                let side = unpack_where(body, |_, conv_seq| from.holds(conv_seq, floor))?;
-                let into = if is_refs(body) { &mut refs } else { &mut read };
-                into.extend(side.into_iter().filter(|m| wanted(m)));
+            for (first, last, body) in &rows {
+                let need = limit.saturating_sub(found + read.len() + refs.len()) as i64;
+                if need == 0 {
+                    break;
+                }
+                let (lo, hi) = match from {
+                    HistoryFrom::Before(_) => {
+                        let hi = (edge - 1).min(*last);
+                        (hi - need + 1, hi)
+                    }
+                    HistoryFrom::After(_) => {
+                        let lo = (edge + 1).max(*first);
+                        (lo, lo + need - 1)
+                    }
+                };
+                let side = unpack_where(body, |_, c| c >= lo && c <= hi && c > floor)?;
+                let side: Vec<Msg> = side.into_iter().filter(|m| wanted(m)).collect();
+                edge = match from {
+                    HistoryFrom::Before(_) => side.iter().map(|m| m.conv_seq).fold(edge, i64::min),
+                    HistoryFrom::After(_) => side.iter().map(|m| m.conv_seq).fold(edge, i64::max),
+                };
+                if is_refs(body) { &mut refs } else { &mut read }.extend(side);
             }
             if !refs.is_empty() {
-                // Only the references the page needs, nearest the position first; not those
-                // the tail gave already (moved since it was read).
-                let have: HashSet<i64> = msgs.iter().map(|m| m.conv_seq).collect();
-                refs.retain(|r| !have.contains(&r.conv_seq));
-                refs.sort_by_key(|m| m.conv_seq);
-                if let HistoryFrom::Before(_) = from {
-                    refs.reverse();
-                }
-                refs.truncate(limit - found);
                 read.extend(resolve_each(&mut conn, &refs).await?);
             }
             found += read.len();
@@ -186,7 +201,7 @@ impl SqliteStore {
                 .iter()
                 .fold(found_bytes, |n, m| n.saturating_add(page_bytes(m)));
             msgs.extend(read);
-            let Some((first, _)) = rows.last() else {
+            let Some((first, _, _)) = rows.last() else {
                 break;
             };
             if rows.len() < READ_CHUNKS as usize {
