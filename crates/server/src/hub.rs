@@ -32,6 +32,8 @@ struct Device {
     platform: Box<str>,
     conn: ConnId,
     outbox: Arc<Outbox>,
+    /// When it was registered (µs since the Unix epoch).
+    since: i64,
 }
 
 type Shard = HashMap<Box<str>, Vec<Device>>;
@@ -77,14 +79,16 @@ impl Hub {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new connection of `user` on `platform`. A connection already registered for
-    /// the same user and platform is told to close with 4001 and replaced.
-    pub fn register(&self, user: &str, platform: &str, outbox: Arc<Outbox>) -> ConnId {
+    /// Registers a new connection of `user` on `platform`, made at `since` (µs since the Unix
+    /// epoch). A connection already registered for the same user and platform is told to close
+    /// with 4001 and replaced.
+    pub fn register(&self, user: &str, platform: &str, outbox: Arc<Outbox>, since: i64) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let device = Device {
             platform: platform.into(),
             conn,
             outbox,
+            since,
         };
         let mut shard = self.shard(user);
         let devices = shard.entry(user.into()).or_default();
@@ -172,11 +176,18 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Asks `user`'s connection on `platform` to close with `code` (a login on another node).
-    pub fn close_platform(&self, user: &str, platform: &str, code: CloseCode) {
+    /// Asks `user`'s connection on `platform` to close with `code` if it was registered before
+    /// `before` (µs; 0: whenever): a login on another node at `before` replaces it, never a
+    /// login made here after it (the other node's notice can arrive late).
+    pub fn close_platform(&self, user: &str, platform: &str, code: CloseCode, before: i64) {
         let shard = self.shard(user);
         if let Some(devices) = shard.get(user) {
-            for d in devices.iter().filter(|d| &*d.platform == platform) {
+            let older = |d: &&Device| before == 0 || d.since < before;
+            for d in devices
+                .iter()
+                .filter(|d| &*d.platform == platform)
+                .filter(older)
+            {
                 d.outbox.close(code);
             }
         }
@@ -227,8 +238,8 @@ mod tests {
     fn relogin_replaces_and_old_exit_does_not_unregister_new() {
         let hub = Hub::default();
         let (a, b) = (outbox(), outbox());
-        let first = hub.register("u", "web", a.clone());
-        let second = hub.register("u", "web", b.clone());
+        let first = hub.register("u", "web", a.clone(), 1);
+        let second = hub.register("u", "web", b.clone(), 2);
         assert_eq!(a.close_requested(), Some(CloseCode::Replaced));
         assert_eq!(hub.connection_count(), 1);
         // The old connection's exit comes late: it must not remove the new one.
@@ -243,12 +254,26 @@ mod tests {
     #[test]
     fn send_skips_the_sending_connection() {
         let hub = Hub::default();
-        let phone = hub.register("u", "phone", outbox());
-        hub.register("u", "desk", outbox());
+        let phone = hub.register("u", "phone", outbox(), 1);
+        hub.register("u", "desk", outbox(), 2);
         let f = hub.send_to_user("u", &Frame::from_static("x"), Cursor::None, Some(phone));
         assert_eq!(f, Fanout { queued: 1, slow: 0 });
         let mut platforms = hub.platforms("u");
         platforms.sort();
         assert_eq!(platforms, vec!["desk", "phone"]);
+    }
+
+    #[test]
+    fn a_login_elsewhere_closes_only_older_connections() {
+        let hub = Hub::default();
+        let phone = outbox();
+        hub.register("u", "phone", phone.clone(), 100);
+        // A notice of a login made before this connection (it arrived late): kept.
+        hub.close_platform("u", "phone", CloseCode::Replaced, 50);
+        assert_eq!(phone.close_requested(), None);
+        hub.close_platform("u", "desk", CloseCode::Replaced, 200);
+        assert_eq!(phone.close_requested(), None);
+        hub.close_platform("u", "phone", CloseCode::Replaced, 200);
+        assert_eq!(phone.close_requested(), Some(CloseCode::Replaced));
     }
 }

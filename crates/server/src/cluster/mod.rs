@@ -52,11 +52,14 @@ enum Envelope {
         group: String,
         frame: String,
     },
-    /// `user` connected on `platform` elsewhere: close it here (4001).
+    /// `user` connected on `platform` elsewhere at `at` (µs since the Unix epoch; 0 from an
+    /// older node): close it here (4001) if it is older.
     Kick {
         node: String,
         user: String,
         platform: String,
+        #[serde(default)]
+        at: i64,
     },
     /// `group`'s membership changed: drop it from the cache.
     Members { node: String, group: String },
@@ -236,14 +239,15 @@ impl Cluster {
         }
     }
 
-    /// A device connected here: take the user's channel, kick the same platform elsewhere,
-    /// and appear in presence.
-    pub async fn joined(&self, user: &str, platform: &str) {
+    /// A device connected here at `at` (µs): take the user's channel, kick the same platform
+    /// elsewhere (connections older than it), and appear in presence.
+    pub async fn joined(&self, user: &str, platform: &str, at: i64) {
         self.subscription(Subscription::Subscribe(self.user_channel(user)));
         let kick = Envelope::Kick {
             node: self.node.clone(),
             user: user.to_owned(),
             platform: platform.to_owned(),
+            at,
         };
         self.send(self.user_channel(user), &kick);
         let mut conn = self.conn.clone();

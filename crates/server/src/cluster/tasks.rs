@@ -148,8 +148,10 @@ async fn dispatch(cluster: &Cluster, hub: &Hub, groups: &Groups, envelope: Envel
                 hub.send_to_user(user, &frame, Cursor::None, None);
             }
         }
-        Envelope::Kick { user, platform, .. } => {
-            hub.close_platform(&user, &platform, CloseCode::Replaced);
+        Envelope::Kick {
+            user, platform, at, ..
+        } => {
+            hub.close_platform(&user, &platform, CloseCode::Replaced, at);
         }
         Envelope::Members { group, .. } => groups.forget(&group),
     }

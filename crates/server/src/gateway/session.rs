@@ -33,6 +33,9 @@ pub(super) struct Session {
     pub(super) user: String,
     pub(super) platform: String,
     pub(super) conn: ConnId,
+    /// When it was registered (µs since the Unix epoch): a login elsewhere replaces only
+    /// connections older than itself.
+    pub(super) joined_at: i64,
     pub(super) outbox: Arc<Outbox>,
     /// Reused between batches so draining the outbox does not allocate.
     pub(super) batch: VecDeque<Outbound>,
@@ -79,7 +82,10 @@ impl Session {
 
         let limits = &state.config.limits;
         let outbox = Arc::new(Outbox::new(limits.outbound_queue, limits.outbound_bytes));
-        let conn = state.hub.register(&user, &platform, outbox.clone());
+        let joined_at = crate::clock::now_micros();
+        let conn = state
+            .hub
+            .register(&user, &platform, outbox.clone(), joined_at);
         if state.sessions.is_shutting_down() {
             outbox.close(CloseCode::GoingAway);
         }
@@ -92,6 +98,7 @@ impl Session {
             user,
             platform,
             conn,
+            joined_at,
             outbox,
             batch: VecDeque::new(),
             last_seen: Instant::now(),
@@ -106,7 +113,9 @@ impl Session {
 
     pub(super) async fn run(mut self, replay: Replay) {
         if let Some(cluster) = self.state.cluster.clone() {
-            cluster.joined(&self.user, &self.platform).await;
+            cluster
+                .joined(&self.user, &self.platform, self.joined_at)
+                .await;
         }
         // Boxed, like `on_text` below: a future is as large as its largest await point, and
         // the session's future lives as long as the connection. Keeping the rare or short
