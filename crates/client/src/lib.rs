@@ -117,6 +117,8 @@ enum Command {
     Send(Msg, oneshot::Sender<Result<Msg, Error>>),
     /// An ephemeral event: sent once, never acked or resent.
     Event(Msg),
+    /// The token to connect with from now on.
+    Token(String),
 }
 
 /// A connected client. Dropping it closes the connection.
@@ -214,6 +216,25 @@ impl Client {
         };
         self.commands
             .send(Command::Event(msg))
+            .await
+            .map_err(|_| Error::Closed(None))
+    }
+
+    /// Renews this connection's token before it expires (`msg_type` 13): the session goes on
+    /// until the new token's expiry, and reconnections use it. Returns once the server took it;
+    /// a token it refuses is `Error::Refused("bad_token: ...")` and changes nothing there.
+    pub async fn refresh_token(&mut self, token: &str) -> Result<(), Error> {
+        let msg = Msg {
+            receiver_id: self.config.user.clone(),
+            msg_type: msg_type::TOKEN_REFRESH,
+            content: token.to_owned(),
+            ..Msg::default()
+        };
+        self.send_msg(msg).await?;
+        // Taken: reconnections use it from now on (a refused one changes nothing).
+        self.config.token = Some(token.to_owned());
+        self.commands
+            .send(Command::Token(token.to_owned()))
             .await
             .map_err(|_| Error::Closed(None))
     }
@@ -434,6 +455,7 @@ impl Connection {
             tokio::select! {
                 command = commands.recv() => match command {
                     None => return Ended::Dropped,
+                    Some(Command::Token(token)) => self.config.token = Some(token),
                     Some(Command::Event(msg)) => {
                         if ws.send(Message::text(msg.encode())).await.is_err() {
                             return Ended::Lost;

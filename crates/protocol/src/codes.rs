@@ -25,10 +25,13 @@ pub enum ErrorReason {
     /// A recall or edit of an entry that is not the sender's, is a recall or an edit itself,
     /// was recalled, or is older than `messages.edit_window`.
     NotEditable,
+    /// A token refresh whose token is not valid for this connection (the detail says why:
+    /// `token_expired`, `token_user_mismatch`...). The connection keeps its old token.
+    BadToken,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 10] = [
+    pub const ALL: [ErrorReason; 11] = [
         ErrorReason::InvalidJson,
         ErrorReason::InvalidMsg,
         ErrorReason::MissingReceiver,
@@ -39,6 +42,7 @@ impl ErrorReason {
         ErrorReason::StoreUnavailable,
         ErrorReason::NotAMember,
         ErrorReason::NotEditable,
+        ErrorReason::BadToken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl ErrorReason {
             ErrorReason::StoreUnavailable => "store_unavailable",
             ErrorReason::NotAMember => "not_a_member",
             ErrorReason::NotEditable => "not_editable",
+            ErrorReason::BadToken => "bad_token",
         }
     }
 }

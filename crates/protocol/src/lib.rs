@@ -44,6 +44,10 @@ pub mod msg_type {
     /// changed: `read_seq` (read on another device), `pinned`, `muted`, `hidden` (entries
     /// deleted for the user). The chat list API has the same state for a device that was away.
     pub const CONVERSATION_UPDATED: i32 = 12;
+    /// Token refresh (Natter's): a client sends a new token for itself on its open connection
+    /// (`content`; `receiver_id` is its own user id) before the old one expires. Acked; the
+    /// session then lasts until the new token's expiry. Never stored or relayed.
+    pub const TOKEN_REFRESH: i32 = 13;
     /// Read receipt: `content` is the `server_id` of the last message read; every message from
     /// `receiver_id` to the reader up to it is marked read. With `conv_seq` (Natter's), it also
     /// moves the reader's read position in the conversation to it; to a group, only that (it

@@ -179,6 +179,58 @@ async fn connection_is_closed_with_4002_when_its_token_expires() {
     assert_eq!(c.closed().await, Some(4002));
 }
 
+/// A client renews its token on its open connection: nothing is closed or replayed, and the
+/// connection lasts until the new token expires. A token that is not its own changes nothing.
+#[tokio::test]
+async fn a_token_refreshed_on_the_connection_extends_it() {
+    let mut config = secret_config(SECRET);
+    config.storage.backend = natter::config::StorageBackend::None;
+    config.auth.leeway = Duration::ZERO;
+    let token = mint(&config, "u", None, Duration::from_secs(120));
+    let server = start(config.clone()).await;
+    let (mut c, _) = connect_with(&format!("{}?token={token}", server.url("u", "p")), &[])
+        .await
+        .unwrap();
+    let refresh = |token: &str, local_id: &str| {
+        serde_json::json!({"receiver_id": "u", "msg_type": 13, "content": token, "local_id": local_id})
+            .to_string()
+    };
+    let other = mint(&config, "mallory", None, Duration::from_secs(600));
+    c.send_text(&refresh(&other, "bad")).await;
+    let reply = c.recv().await;
+    assert_eq!(reply.local_id, "bad");
+    assert_eq!(reply.content, "bad_token: token_user_mismatch");
+    let fresh = mint(&config, "u", None, Duration::from_secs(600));
+    c.send_text(&refresh(&fresh, "good")).await;
+    let ack = c.recv().await;
+    assert_eq!((ack.msg_type, ack.local_id.as_str()), (24, "good"));
+    assert_ne!(ack.content_type, content_type::ERROR, "{}", ack.content);
+    // Past the first token's expiry (heartbeats keep it alive), open; then closed at the new
+    // one's. Time is paused from here: the timers run without the test waiting for them.
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
+    let mut closed_at = None;
+    while closed_at.is_none() {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        use futures_util::SinkExt;
+        let ping = tokio_tungstenite::tungstenite::Message::Ping(Default::default());
+        if c.ws.send(ping).await.is_err() {
+            closed_at = Some(started.elapsed());
+            break;
+        }
+        if started.elapsed() < Duration::from_secs(560) {
+            c.assert_silent(Duration::from_millis(10)).await;
+        } else if started.elapsed() >= Duration::from_secs(600) {
+            break;
+        }
+    }
+    assert_eq!(c.closed().await, Some(4002));
+    assert!(
+        started.elapsed() >= Duration::from_secs(560),
+        "{closed_at:?}"
+    );
+}
+
 #[tokio::test]
 async fn foreign_origins_are_refused_with_403() {
     let mut config = test_config();

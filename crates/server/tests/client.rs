@@ -162,6 +162,27 @@ async fn natter_chat_shows_the_conversation_only_and_changes_in_words() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_refreshes_its_token_on_the_open_connection() {
+    let config = common::secret_config("client-test-secret-of-32-bytes!!");
+    let server = start(config.clone()).await;
+    let token = common::mint(&config, "alice", None, Duration::from_secs(60));
+    let mut alice =
+        Client::connect(Config::new(&ws_base(server.addr), "alice", "sdk").token(token))
+            .await
+            .unwrap();
+    let fresh = common::mint(&config, "alice", None, Duration::from_secs(3600));
+    alice.refresh_token(&fresh).await.unwrap();
+    let other = common::mint(&config, "bob", None, Duration::from_secs(3600));
+    let err = alice.refresh_token(&other).await.unwrap_err();
+    assert!(
+        err.to_string().contains("bad_token: token_user_mismatch"),
+        "{err}"
+    );
+    // The connection goes on.
+    alice.send("alice", "still here").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_reconnects_after_a_restart_and_fills_the_gap() {
     let config = test_config();
     let mut server = start(config.clone()).await;

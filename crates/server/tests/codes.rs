@@ -40,8 +40,17 @@ async fn provoke_reason(reason: ErrorReason) -> ErrorReason {
         config.limits.rate.burst = 1;
         config.limits.rate.close_after = 100;
     }
+    if reason == ErrorReason::BadToken {
+        config = secret_config(SECRET);
+    }
     let server = start(config.clone()).await;
-    let mut c = server.connect("alice", "p").await;
+    let mut c = if reason == ErrorReason::BadToken {
+        let token = mint(&config, "alice", None, Duration::from_secs(60));
+        let url = format!("{}?token={token}", server.url("alice", "p"));
+        connect_with(&url, &[]).await.unwrap().0
+    } else {
+        server.connect("alice", "p").await
+    };
     match reason {
         ErrorReason::InvalidJson => c.send_text("not json").await,
         ErrorReason::InvalidMsg => c.send_text(r#"{"receiver_id": 5}"#).await,
@@ -74,6 +83,13 @@ async fn provoke_reason(reason: ErrorReason) -> ErrorReason {
         ErrorReason::NotAMember => {
             c.send_text(r#"{"receiver_id": "g_nobody", "msg_type": 1}"#)
                 .await
+        }
+        ErrorReason::BadToken => {
+            // A token for somebody else.
+            let token = mint(&config, "mallory", None, Duration::from_secs(60));
+            let refresh =
+                serde_json::json!({"receiver_id": "alice", "msg_type": 13, "content": token});
+            c.send_text(&refresh.to_string()).await
         }
         ErrorReason::NotEditable => {
             let recall =

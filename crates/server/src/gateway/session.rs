@@ -4,7 +4,7 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use natter_protocol::{CloseCode, DecodeError, ErrorReason, Msg, decode_client_msg};
+use natter_protocol::{CloseCode, DecodeError, ErrorReason, Msg, decode_client_msg, msg_type};
 use std::pin::Pin;
 
 use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at, sleep, timeout_at};
@@ -75,10 +75,7 @@ impl Session {
         guard: SessionGuard,
     ) -> Session {
         let user = identity.user;
-        let expiry = identity.expires_at.map(|exp| {
-            let left = Duration::from_secs(exp.saturating_sub(crate::clock::now_secs()));
-            Box::pin(sleep(left))
-        });
+        let expiry = expiry_timer(identity.expires_at);
 
         let limits = &state.config.limits;
         let outbox = Arc::new(Outbox::new(limits.outbound_queue, limits.outbound_bytes));
@@ -267,6 +264,7 @@ impl Session {
                 detail,
                 local_id,
             }) => (local_id, Refusal { reason, detail }),
+            Ok(msg) if msg.msg_type == msg_type::TOKEN_REFRESH => return self.refresh(msg),
             Ok(msg) => {
                 let local_id = msg.local_id.clone();
                 let origin = Origin {
@@ -290,6 +288,30 @@ impl Session {
             }
         };
         self.reply_error(&local_id, refusal.reason, &refusal.detail);
+    }
+
+    /// A new token for this connection: verified as at the upgrade (same user, same platform
+    /// if it names one); the session then ends at its expiry instead of the old one's. A bad
+    /// one changes nothing.
+    fn refresh(&mut self, msg: Msg) {
+        match self
+            .state
+            .auth
+            .verify(Some(&msg.content), &self.user, &self.platform)
+        {
+            Ok(identity) => {
+                self.expiry = expiry_timer(identity.expires_at);
+                self.reply(&Msg {
+                    send_id: self.user.clone(),
+                    receiver_id: self.user.clone(),
+                    local_id: msg.local_id,
+                    msg_type: msg_type::REC_RESP,
+                    send_time: crate::clock::now_millis(),
+                    ..Msg::default()
+                });
+            }
+            Err(e) => self.reply_error(&msg.local_id, ErrorReason::BadToken, e.reason().as_str()),
+        }
     }
 
     pub(super) fn reply_error(&self, local_id: &str, reason: ErrorReason, detail: &str) {
@@ -397,4 +419,12 @@ pub(super) async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
         Some(t) => t.as_mut().await,
         None => std::future::pending().await,
     }
+}
+
+/// The timer that closes a connection with 4002 when its token expires (`None`: never).
+fn expiry_timer(expires_at: Option<u64>) -> Option<Pin<Box<Sleep>>> {
+    expires_at.map(|exp| {
+        let left = Duration::from_secs(exp.saturating_sub(crate::clock::now_secs()));
+        Box::pin(sleep(left))
+    })
 }
