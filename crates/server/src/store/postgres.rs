@@ -357,20 +357,27 @@ impl PostgresStore {
         }
 
         // 4. Read receipts: the reader (send_id) has read every message from receiver_id up
-        //    to the one whose server_id is the content.
-        for r in numbered.iter().filter(|m| m.msg_type == msg_type::READ) {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "UPDATE messages SET is_read = TRUE WHERE receiver_id = ",
-            );
-            q.push_bind(r.send_id.as_str())
-                .push(" AND send_id = ")
-                .push_bind(r.receiver_id.as_str())
-                .push(" AND server_id <= ")
-                .push_bind(r.content.as_str())
-                .push(" AND msg_type <> ")
-                .push_bind(msg_type::READ)
-                .push(" AND is_read = FALSE");
-            q.build().execute(&mut *tx).await?;
+        //    to the one whose server_id is the content: found through the conversation's
+        //    index (not the reader's whole inbox), up to the receipt's conv_seq when it has one.
+        //    Messages stored before conversations (conv_seq 0) keep their flag.
+        for r in numbered
+            .iter()
+            .filter(|m| m.msg_type == msg_type::READ && !m.content.is_empty())
+        {
+            let upto = if r.conv_seq > 0 { r.conv_seq } else { i64::MAX };
+            sqlx::query(&format!(
+                "UPDATE messages SET is_read = TRUE WHERE conv_id = $1 AND conv_seq > 0 \
+                 AND msg_type <> {read} AND conv_seq <= $2 AND receiver_id = $3 \
+                 AND send_id = $4 AND server_id <= $5 AND is_read = FALSE",
+                read = msg_type::READ
+            ))
+            .bind(conversation::direct_id(&r.send_id, &r.receiver_id))
+            .bind(upto)
+            .bind(r.send_id.as_str())
+            .bind(r.receiver_id.as_str())
+            .bind(r.content.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
 
         tx.commit().await?;
