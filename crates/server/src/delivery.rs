@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use natter_protocol::{ErrorReason, Msg, msg_type};
+use tokio::sync::oneshot;
 
 use crate::{
     cluster::Cluster,
@@ -27,6 +28,25 @@ impl Refusal {
         Refusal {
             reason,
             detail: detail.into(),
+        }
+    }
+}
+
+/// Where a message's ack (or error reply) goes.
+#[derive(Debug)]
+pub enum Reply {
+    /// The connection that sent it.
+    Conn(ConnId),
+    /// An API call (the server API's send) waiting for the outcome.
+    Api(oneshot::Sender<Result<Msg, Refusal>>),
+}
+
+impl Reply {
+    /// The sending connection, which gets no copy of its own message.
+    pub fn conn(&self) -> Option<ConnId> {
+        match self {
+            Reply::Conn(conn) => Some(*conn),
+            Reply::Api(_) => None,
         }
     }
 }
@@ -69,30 +89,42 @@ impl Delivery {
     }
 
     /// Delivers a one-to-one message (stamped, and numbered when stored) to the receiver's
-    /// devices and the sender's other devices, then acks it to connection `conn`.
-    pub fn direct(&self, msg: Msg, conn: ConnId) {
+    /// devices and the sender's other devices, then acks it to `reply`.
+    pub fn direct(&self, msg: Msg, reply: Reply) {
         let (frame, ack) = msg.encode_with_ack();
         let (frame, ack) = (Frame::from(frame), Frame::from(ack));
         let to_self = msg.receiver_id == msg.send_id;
+        let skip = reply.conn();
         let mut fanout = self.to_user(
             &msg.receiver_id,
             &frame,
             Cursor::Inbox(msg.seq),
-            to_self.then_some(conn),
+            skip.filter(|_| to_self),
         );
         if !to_self {
             // The sender's other devices get a copy, so every device shows the conversation.
-            fanout.add(self.to_user(&msg.send_id, &frame, Cursor::Sent(msg.send_seq), Some(conn)));
+            fanout.add(self.to_user(&msg.send_id, &frame, Cursor::Sent(msg.send_seq), skip));
         }
         self.count_drops(fanout);
-        self.reply_frame(&msg.send_id, conn, &ack);
+        self.ack(msg, reply, &ack);
+    }
+
+    /// Sends `msg`'s ack (`frame`, already encoded) to `reply`.
+    fn ack(&self, mut msg: Msg, reply: Reply, frame: &Frame) {
+        match reply {
+            Reply::Conn(conn) => self.reply_frame(&msg.send_id, conn, frame),
+            Reply::Api(done) => {
+                msg.msg_type = msg_type::REC_RESP;
+                let _ = done.send(Ok(msg));
+            }
+        }
     }
 
     /// Delivers a stored group message to every member's devices (the members as cached now,
     /// which a membership change on this node has refreshed; else those of `audience`, known
-    /// when it was accepted), and to `audience.also`. A member's message is acked to its
-    /// connection `from` (and skipped there); a notice has no connection (`None`).
-    pub fn group(&self, msg: Msg, audience: Audience, from: Option<ConnId>) {
+    /// when it was accepted), and to `audience.also`. A member's message is acked to `from`
+    /// (its connection skipped); a notice has no one to ack (`None`).
+    pub fn group(&self, msg: Msg, audience: Audience, from: Option<Reply>) {
         let (frame, ack) = msg.encode_with_ack();
         let (frame, ack) = (Frame::from(frame), Frame::from(ack));
         let members = self
@@ -100,13 +132,14 @@ impl Delivery {
             .as_ref()
             .and_then(|g| g.cached(&msg.receiver_id))
             .unwrap_or(audience.members);
-        let mut fanout = self.to_members(&msg, &members, &frame, from);
+        let mut fanout =
+            self.to_members(&msg, &members, &frame, from.as_ref().and_then(Reply::conn));
         for user in &audience.also {
             fanout.add(self.to_user(user, &frame, Cursor::None, None));
         }
         self.count_drops(fanout);
-        if let Some(conn) = from {
-            self.reply_frame(&msg.send_id, conn, &ack);
+        if let Some(reply) = from {
+            self.ack(msg, reply, &ack);
         }
     }
 
@@ -126,9 +159,9 @@ impl Delivery {
 
     /// Relays an ephemeral event to the devices of the group's members online now, except the
     /// sending connection; nothing is stored and nothing is acked.
-    pub fn ephemeral_group(&self, msg: Msg, audience: &Audience, from: ConnId) {
+    pub fn ephemeral_group(&self, msg: Msg, audience: &Audience, from: Option<ConnId>) {
         let frame = Frame::from(msg.encode());
-        let fanout = self.to_members(&msg, &audience.members, &frame, Some(from));
+        let fanout = self.to_members(&msg, &audience.members, &frame, from);
         self.count_drops(fanout);
     }
 
@@ -152,21 +185,29 @@ impl Delivery {
         fanout
     }
 
-    /// Acks a message again with what was stored the first time (an idempotent resend).
-    pub fn ack_duplicate(&self, mut original: Msg, conn: ConnId) {
+    /// Acks a message again with what was stored the first time (an idempotent resend), or
+    /// acks a message that was not stored (a group read receipt).
+    pub fn ack_duplicate(&self, mut original: Msg, reply: Reply) {
         original.msg_type = msg_type::REC_RESP;
-        self.reply(&original.send_id, conn, &original);
+        let frame = match reply {
+            Reply::Conn(_) => Frame::from(original.encode()),
+            Reply::Api(_) => Frame::from_static(""),
+        };
+        self.ack(original, reply, &frame);
     }
 
-    /// An error reply to the sending connection.
-    pub fn refuse(&self, user: &str, conn: ConnId, local_id: &str, refusal: &Refusal) {
+    /// An error reply to the sender.
+    pub fn refuse(&self, user: &str, reply: Reply, local_id: &str, refusal: &Refusal) {
         self.metrics.frame_rejected(refusal.reason);
-        let reply = Msg::error_reply(local_id, refusal.reason, &refusal.detail);
-        self.reply(user, conn, &reply);
-    }
-
-    fn reply(&self, user: &str, conn: ConnId, msg: &Msg) {
-        self.reply_frame(user, conn, &Frame::from(msg.encode()));
+        match reply {
+            Reply::Conn(conn) => {
+                let msg = Msg::error_reply(local_id, refusal.reason, &refusal.detail);
+                self.reply_frame(user, conn, &Frame::from(msg.encode()));
+            }
+            Reply::Api(done) => {
+                let _ = done.send(Err(refusal.clone()));
+            }
+        }
     }
 
     fn reply_frame(&self, user: &str, conn: ConnId, frame: &Frame) {

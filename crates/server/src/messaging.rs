@@ -20,7 +20,7 @@ use natter_protocol::{
 use crate::{
     budget::InFlight,
     clock::now_millis,
-    delivery::{Delivery, Refusal},
+    delivery::{Delivery, Refusal, Reply},
     groups::{Audience, Groups, Notice},
     hub::ConnId,
     ids,
@@ -28,11 +28,12 @@ use crate::{
     store::{HistoryFrom, Store, StoreError},
 };
 
-/// The authenticated origin of a message: who sent it, from which connection.
-#[derive(Debug, Clone, Copy)]
+/// The authenticated origin of a message: who sent it, and where its ack goes (the sending
+/// connection, or a server API call).
+#[derive(Debug)]
 pub struct Origin<'a> {
     pub user: &'a str,
-    pub conn: ConnId,
+    pub reply: Reply,
 }
 
 #[derive(Debug)]
@@ -149,14 +150,14 @@ impl Messaging {
     }
 
     /// Accepts `msg` from `origin`. On success the message is on its way and the ack will reach
-    /// the sending connection; on refusal nothing was delivered.
-    /// `inflight` is the message's share of its connection's budget: held until its ack is
-    /// queued.
+    /// `origin.reply`; on refusal nothing was delivered.
+    /// `inflight` is the message's share of its connection's budget (none for an API call):
+    /// held until its ack is queued.
     pub async fn accept(
         &self,
         origin: Origin<'_>,
         mut msg: Msg,
-        inflight: InFlight,
+        inflight: Option<InFlight>,
     ) -> Result<(), Refusal> {
         // Field checks (ids, reserved values) were made when the frame was decoded.
         let to_group = is_group_id(&msg.receiver_id);
@@ -195,14 +196,23 @@ impl Messaging {
             ));
         }
         if is_ephemeral(msg.msg_type) {
-            // Never stored: no store work, no number, no ack; the budget comes back at once.
+            // Never stored: no store work, no number, no ack to a connection (an API call is
+            // answered with the event as relayed); the budget comes back at once.
             drop(inflight);
             stamp(&mut msg);
+            let relayed = match &origin.reply {
+                Reply::Api(_) => Some(msg.clone()),
+                Reply::Conn(_) => None,
+            };
             if is_group_id(&msg.receiver_id) {
                 let audience = self.group_audience(&msg.receiver_id, origin.user).await?;
-                self.delivery.ephemeral_group(msg, &audience, origin.conn);
+                self.delivery
+                    .ephemeral_group(msg, &audience, origin.reply.conn());
             } else {
                 self.delivery.ephemeral_direct(msg);
+            }
+            if let (Reply::Api(done), Some(event)) = (origin.reply, relayed) {
+                let _ = done.send(Ok(event));
             }
             return Ok(());
         }
@@ -236,7 +246,7 @@ impl Messaging {
             self.delivery.messages_received();
             stamp(&mut msg);
             return sequencer
-                .submit_group(msg, origin.conn, audience, inflight)
+                .submit_group(msg, origin.reply, audience, inflight)
                 .await
                 .map_err(stopped);
         }
@@ -244,11 +254,11 @@ impl Messaging {
         stamp(&mut msg);
         match &self.sequencer {
             None => {
-                self.delivery.direct(msg, origin.conn);
+                self.delivery.direct(msg, origin.reply);
                 Ok(())
             }
             Some(sequencer) => sequencer
-                .submit_direct(msg, origin.conn, inflight)
+                .submit_direct(msg, origin.reply, inflight)
                 .await
                 .map_err(stopped),
         }
@@ -260,13 +270,13 @@ impl Messaging {
         self.group_audience(&msg.receiver_id, origin.user).await?;
         let conv = Conversation::Group(msg.receiver_id.clone());
         match self
-            .mark_read(origin.user, &conv, msg.conv_seq, Some(origin.conn))
+            .mark_read(origin.user, &conv, msg.conv_seq, origin.reply.conn())
             .await
         {
             Ok(Some(upto)) => {
                 stamp(&mut msg);
                 msg.conv_seq = upto;
-                self.delivery.ack_duplicate(msg, origin.conn);
+                self.delivery.ack_duplicate(msg, origin.reply);
                 Ok(())
             }
             Ok(None) => Err(Refusal::new(

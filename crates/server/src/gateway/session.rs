@@ -12,7 +12,7 @@ use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at, sleep, timeou
 use crate::{
     auth::Identity,
     budget::Budget,
-    delivery::Refusal,
+    delivery::{Refusal, Reply},
     hub::ConnId,
     messaging::Origin,
     metrics::{DropReason, LatencySamples},
@@ -269,7 +269,7 @@ impl Session {
                 let local_id = msg.local_id.clone();
                 let origin = Origin {
                     user: &self.user,
-                    conn: self.conn,
+                    reply: Reply::Conn(self.conn),
                 };
                 // Over its budget the connection waits here: its socket is not read meanwhile.
                 let limits = &self.state.config.limits;
@@ -281,7 +281,12 @@ impl Session {
                     ))
                 });
                 let inflight = budget.reserve(text.len()).await;
-                match self.state.messaging.accept(origin, msg, inflight).await {
+                match self
+                    .state
+                    .messaging
+                    .accept(origin, msg, Some(inflight))
+                    .await
+                {
                     Ok(()) => return,
                     Err(refusal) => (local_id, refusal),
                 }

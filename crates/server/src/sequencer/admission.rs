@@ -125,7 +125,7 @@ mod tests {
                 content: "x".repeat(content_len),
                 ..Msg::default()
             },
-            target: Target::Direct(conn),
+            target: Target::Direct(crate::delivery::Reply::Conn(conn)),
             inflight: None,
         }
     }

@@ -23,9 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::admission::{Admission, Bounds, next_batch};
 use crate::{
     budget::InFlight,
-    delivery::{Delivery, Refusal},
+    delivery::{Delivery, Refusal, Reply},
     groups::Audience,
-    hub::ConnId,
     metrics::Metrics,
     store::{Appended, Store},
 };
@@ -49,10 +48,10 @@ impl Submission {
 /// Where a submission's outcome goes.
 #[derive(Debug)]
 enum Target {
-    /// A one-to-one message from this connection (its ack goes there).
-    Direct(ConnId),
-    /// A group message from this connection, to this audience.
-    Group(ConnId, Audience),
+    /// A one-to-one message (its ack goes to `Reply`).
+    Direct(Reply),
+    /// A group message, to this audience.
+    Group(Reply, Audience),
     /// A group notice, to this audience; its submitter waits for the outcome.
     Notice(Audience, oneshot::Sender<Result<(), String>>),
 }
@@ -67,10 +66,10 @@ struct Committed {
 }
 
 impl Target {
-    /// The connection that sent the message (`None` for a notice).
-    fn conn(&self) -> Option<ConnId> {
+    /// The connection that sent the message (`None` for a notice or an API call).
+    fn conn(&self) -> Option<crate::hub::ConnId> {
         match self {
-            Target::Direct(conn) | Target::Group(conn, _) => Some(*conn),
+            Target::Direct(reply) | Target::Group(reply, _) => reply.conn(),
             Target::Notice(..) => None,
         }
     }
@@ -120,22 +119,21 @@ impl Sequencer {
     pub async fn submit_direct(
         &self,
         msg: Msg,
-        conn: ConnId,
-        inflight: InFlight,
+        reply: Reply,
+        inflight: Option<InFlight>,
     ) -> Result<(), Stopped> {
-        self.enqueue(msg, Target::Direct(conn), Some(inflight))
-            .await
+        self.enqueue(msg, Target::Direct(reply), inflight).await
     }
 
     /// Queues a stamped group message; waits while the queue is full.
     pub async fn submit_group(
         &self,
         msg: Msg,
-        conn: ConnId,
+        reply: Reply,
         audience: Audience,
-        inflight: InFlight,
+        inflight: Option<InFlight>,
     ) -> Result<(), Stopped> {
-        self.enqueue(msg, Target::Group(conn, audience), Some(inflight))
+        self.enqueue(msg, Target::Group(reply, audience), inflight)
             .await
     }
 
@@ -282,18 +280,20 @@ async fn deliver_loop(mut committed: mpsc::Receiver<Committed>, delivery: Arc<De
                         Target::Notice(_, done) => {
                             let _ = done.send(Err(e));
                         }
-                        Target::Direct(conn) | Target::Group(conn, _) => {
-                            delivery.refuse(&msg.send_id, conn, &msg.local_id, &refusal)
+                        Target::Direct(reply) | Target::Group(reply, _) => {
+                            delivery.refuse(&msg.send_id, reply, &msg.local_id, &refusal)
                         }
                     }
                     continue;
                 }
             };
             match (target, original) {
-                (Target::Direct(conn), None) => delivery.direct(msg, conn),
-                (Target::Group(conn, audience), None) => delivery.group(msg, audience, Some(conn)),
-                (Target::Direct(conn) | Target::Group(conn, _), Some(original)) => {
-                    delivery.ack_duplicate(original, conn)
+                (Target::Direct(reply), None) => delivery.direct(msg, reply),
+                (Target::Group(reply, audience), None) => {
+                    delivery.group(msg, audience, Some(reply))
+                }
+                (Target::Direct(reply) | Target::Group(reply, _), Some(original)) => {
+                    delivery.ack_duplicate(original, reply)
                 }
                 (Target::Notice(audience, done), original) => {
                     // A notice has no local_id: it is never a duplicate.
