@@ -479,7 +479,7 @@ impl Connection {
                     }
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.map(|f| u16::from(f.code));
-                        let final_codes = [CloseCode::Replaced.code(), CloseCode::BadToken.code(), CloseCode::TooBig.code()];
+                        let final_codes = [CloseCode::Replaced.code(), CloseCode::BadToken.code(), CloseCode::TooBig.code(), CloseCode::Disconnected.code()];
                         return match code {
                             Some(c) if final_codes.contains(&c) => Ended::Final(Some(c)),
                             _ => Ended::Lost,

@@ -111,6 +111,12 @@ pub enum HttpError {
     NotInvited,
     /// No such conversation of the caller's (an id that names none, or one the caller is not in).
     ConversationNotFound,
+    /// The server API without its key, or with another one (`X-Api-Key`).
+    ServiceKeyInvalid,
+    /// The server API is off (no `service.key`).
+    ServiceDisabled,
+    /// The server API's send: the message was refused (the detail is the error reply's content).
+    MessageRefused,
     /// The server stores nothing (`storage.backend: none`).
     StorageDisabled,
     /// The group would exceed `groups.max_members`.
@@ -130,7 +136,7 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    pub const ALL: [HttpError; 30] = [
+    pub const ALL: [HttpError; 33] = [
         HttpError::InvalidId,
         HttpError::InvalidQuery,
         HttpError::InvalidRequest,
@@ -153,6 +159,9 @@ impl HttpError {
         HttpError::GroupNotFound,
         HttpError::NotInvited,
         HttpError::ConversationNotFound,
+        HttpError::ServiceKeyInvalid,
+        HttpError::ServiceDisabled,
+        HttpError::MessageRefused,
         HttpError::StorageDisabled,
         HttpError::GroupFull,
         HttpError::TooManyGroups,
@@ -187,6 +196,9 @@ impl HttpError {
             HttpError::GroupNotFound => "group_not_found",
             HttpError::NotInvited => "not_invited",
             HttpError::ConversationNotFound => "conversation_not_found",
+            HttpError::ServiceKeyInvalid => "service_key_invalid",
+            HttpError::ServiceDisabled => "service_disabled",
+            HttpError::MessageRefused => "message_refused",
 
             HttpError::StorageDisabled => "storage_disabled",
             HttpError::GroupFull => "group_full",
@@ -202,7 +214,10 @@ impl HttpError {
     /// The HTTP status it is answered with.
     pub fn status(self) -> u16 {
         match self {
-            HttpError::InvalidId | HttpError::InvalidQuery | HttpError::InvalidRequest => 400,
+            HttpError::InvalidId
+            | HttpError::InvalidQuery
+            | HttpError::InvalidRequest
+            | HttpError::MessageRefused => 400,
             HttpError::TokenMissing
             | HttpError::TokenMalformed
             | HttpError::TokenExpired
@@ -211,7 +226,8 @@ impl HttpError {
             | HttpError::TokenBadIssuer
             | HttpError::TokenBadAudience
             | HttpError::TokenUserMismatch
-            | HttpError::TokenPlatformMismatch => 401,
+            | HttpError::TokenPlatformMismatch
+            | HttpError::ServiceKeyInvalid => 401,
             HttpError::OriginForbidden
             | HttpError::DevelopmentBehindProxy
             | HttpError::NotAMember
@@ -219,6 +235,7 @@ impl HttpError {
             HttpError::GroupNotFound
             | HttpError::NotInvited
             | HttpError::ConversationNotFound
+            | HttpError::ServiceDisabled
             | HttpError::StorageDisabled => 404,
             HttpError::GroupFull | HttpError::TooManyGroups => 409,
             HttpError::BodyTooLarge => 413,
@@ -253,10 +270,12 @@ pub enum CloseCode {
     HeartbeatTimeout,
     /// 4005: the client kept sending faster than its rate limit allows.
     RateLimited,
+    /// 4006: the app's backend ended the user's sessions (server API).
+    Disconnected,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 10] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::TooBig,
@@ -266,6 +285,7 @@ impl CloseCode {
         CloseCode::SlowConsumer,
         CloseCode::HeartbeatTimeout,
         CloseCode::RateLimited,
+        CloseCode::Disconnected,
     ];
 
     pub fn code(self) -> u16 {
@@ -279,6 +299,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => 4003,
             CloseCode::HeartbeatTimeout => 4004,
             CloseCode::RateLimited => 4005,
+            CloseCode::Disconnected => 4006,
         }
     }
 
@@ -294,6 +315,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::RateLimited => "rate_limited",
+            CloseCode::Disconnected => "disconnected",
         }
     }
 

@@ -193,6 +193,17 @@ impl Hub {
         }
     }
 
+    /// Asks every connection of `user` here registered before `before` (µs; 0: whenever) to
+    /// close with `code` (the server API's disconnect).
+    pub fn close_user(&self, user: &str, code: CloseCode, before: i64) {
+        let shard = self.shard(user);
+        if let Some(devices) = shard.get(user) {
+            for d in devices.iter().filter(|d| before == 0 || d.since < before) {
+                d.outbox.close(code);
+            }
+        }
+    }
+
     /// Calls `f(user, platform)` for every connection here (presence refresh).
     pub fn for_each_device(&self, mut f: impl FnMut(&str, &str)) {
         for shard in self.shards.iter() {

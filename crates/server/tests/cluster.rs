@@ -45,6 +45,25 @@ async fn relogin_on_another_node_kicks_the_old_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_api_disconnects_a_user_on_every_node() {
+    let nodes = three_nodes("disconnect").await;
+    let mut phone = connect(&nodes[0], "bob", "phone").await;
+    let mut desk = connect(&nodes[1], "bob", "desk").await;
+    let key = [("X-Api-Key", common::CLUSTER_SERVICE_KEY)];
+    let (status, _) = common::http_request_with(
+        nodes[2].addr,
+        "POST",
+        "/api/v1/users/bob/disconnect",
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(phone.closed().await, Some(4006));
+    assert_eq!(desk.closed().await, Some(4006));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_deliver_across_nodes() {
     let nodes = three_nodes("groups").await;
     let (status, body) = nodes[0]

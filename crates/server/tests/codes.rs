@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::{
 };
 
 const SECRET: &str = "codes-test-secret-of-32-bytes!!!";
+const KEY: &str = "codes-test-service-key-of-32-bytes";
 
 /// The reason of the error reply the connection gets next (acks and deliveries skipped).
 async fn next_error(c: &mut Client) -> ErrorReason {
@@ -111,6 +112,17 @@ async fn every_error_reason_is_produced() {
 async fn provoke_close(code: CloseCode) -> Option<u16> {
     let mut config = test_config();
     match code {
+        CloseCode::Disconnected => {
+            config.service.key = KEY.into();
+            let server = start(config).await;
+            let mut c = server.connect("a", "p").await;
+            let path = "/api/v1/users/a/disconnect";
+            let (status, _) =
+                common::http_request_with(server.addr, "POST", path, &[("X-Api-Key", KEY)], None)
+                    .await;
+            assert_eq!(status, 204);
+            c.closed().await
+        }
         CloseCode::Normal => {
             let server = start(config).await;
             let mut c = server.connect("a", "p").await;

@@ -20,6 +20,8 @@ const SECRET: &str = "codes-test-secret-of-32-bytes!!!";
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// An HTTP request; returns the status and the `error` of the JSON body.
+const KEY: &str = "codes-http-service-key-of-32-bytes";
+
 async fn call(
     server: &TestServer,
     method: &str,
@@ -235,6 +237,38 @@ async fn provoke_http(error: HttpError) -> (u16, String) {
             let g = create_group(&server, "a", &[]).await;
             let path = format!("/api/v1/invites/{g}/accept?user_id=b");
             call(&server, "POST", &path, &[], None).await
+        }
+        HttpError::ServiceKeyInvalid => {
+            let mut config = test_config();
+            config.service.key = KEY.into();
+            let server = start(config).await;
+            let headers = [("X-Api-Key", "not-the-key")];
+            call(&server, "GET", "/api/v1/users/a/devices", &headers, None).await
+        }
+        HttpError::ServiceDisabled => {
+            let server = start(test_config()).await;
+            call(
+                &server,
+                "GET",
+                "/api/v1/users/a/devices",
+                &[("X-Api-Key", KEY)],
+                None,
+            )
+            .await
+        }
+        HttpError::MessageRefused => {
+            let mut config = test_config();
+            config.service.key = KEY.into();
+            let server = start(config).await;
+            let body = Some(json!({"send_id": "a", "receiver_id": "b", "msg_type": 24}));
+            call(
+                &server,
+                "POST",
+                "/api/v1/messages",
+                &[("X-Api-Key", KEY)],
+                body,
+            )
+            .await
         }
         HttpError::ConversationNotFound => {
             let server = start(test_config()).await;

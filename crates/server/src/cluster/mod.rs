@@ -53,7 +53,8 @@ enum Envelope {
         frame: String,
     },
     /// `user` connected on `platform` elsewhere at `at` (µs since the Unix epoch; 0 from an
-    /// older node): close it here (4001) if it is older.
+    /// older node): close it here (4001) if it is older. With no platform: the server API
+    /// disconnected the user at `at`: close all of them (4006).
     Kick {
         node: String,
         user: String,
@@ -237,6 +238,18 @@ impl Cluster {
         if self.subscriptions.try_send(s).is_err() {
             tracing::warn!("cluster subscription queue full; resubscribing from the hub later");
         }
+    }
+
+    /// The server API disconnected `user` at `at` (µs): its connections on the other nodes
+    /// close too.
+    pub fn disconnect(&self, user: &str, at: i64) {
+        let kick = Envelope::Kick {
+            node: self.node.clone(),
+            user: user.to_owned(),
+            platform: String::new(),
+            at,
+        };
+        self.send(self.user_channel(user), &kick);
     }
 
     /// A device connected here at `at` (µs): take the user's channel, kick the same platform

@@ -150,9 +150,10 @@ async fn dispatch(cluster: &Cluster, hub: &Hub, groups: &Groups, envelope: Envel
         }
         Envelope::Kick {
             user, platform, at, ..
-        } => {
-            hub.close_platform(&user, &platform, CloseCode::Replaced, at);
-        }
+        } if platform.is_empty() => hub.close_user(&user, CloseCode::Disconnected, at),
+        Envelope::Kick {
+            user, platform, at, ..
+        } => hub.close_platform(&user, &platform, CloseCode::Replaced, at),
         Envelope::Members { group, .. } => groups.forget(&group),
     }
 }

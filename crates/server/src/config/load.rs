@@ -173,6 +173,14 @@ impl Config {
             }
             _ => {}
         }
+        let key = self.service.key.len();
+        if key > 0 && key < MIN_SECRET_LEN {
+            return invalid(
+                "service.key",
+                "must be at least 32 bytes (e.g. `openssl rand -hex 32`): it lets its holder \
+                 send as anybody",
+            );
+        }
         let secret = self.auth.secret.len();
         if secret > 0 && secret < MIN_SECRET_LEN {
             return invalid(

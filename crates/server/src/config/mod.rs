@@ -23,6 +23,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub groups: GroupsConfig,
     pub messages: MessagesConfig,
+    pub service: ServiceConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
@@ -87,6 +88,14 @@ impl Default for MessagesConfig {
             edit_window: Duration::from_secs(15 * 60),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// The server API's key, for the app's backend (sent as `X-Api-Key`; at least 32 bytes);
+    /// empty: the server API is off.
+    pub key: String,
 }
 
 /// The consent rule of `groups.invite`.

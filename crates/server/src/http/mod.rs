@@ -20,6 +20,7 @@ use serde_json::json;
 mod body;
 mod conversations;
 mod groups;
+mod service;
 
 use crate::{
     auth,
@@ -33,12 +34,13 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/messages", get(messages))
+        .route("/api/v1/messages", get(messages).post(service::send))
         .route("/api/v1/seq", get(seq))
         .route("/api/v1/users/{user_id}/online", get(online))
         .route("/", get(web_page))
         .merge(groups::routes())
         .merge(conversations::routes())
+        .merge(service::routes())
 }
 
 /// `GET /`: the web chat page, compiled into the binary.
@@ -54,16 +56,21 @@ async fn online(
     Path(user): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     valid_user(&user, "user id")?;
-    let platforms = match &state.cluster {
-        Some(cluster) => cluster.online(&user).await.map_err(|e| {
-            tracing::warn!(error = %e, "presence lookup failed");
-            ApiError::new(HttpError::PresenceUnavailable, "try again")
-        })?,
-        None => state.hub.platforms(&user),
-    };
+    let platforms = platforms_of(&state, &user).await?;
     Ok(Json(
         json!({ "user_id": user, "online": !platforms.is_empty(), "platforms": platforms }),
     ))
+}
+
+/// The platforms `user` is connected on (a cluster: on any node).
+pub(crate) async fn platforms_of(state: &AppState, user: &str) -> Result<Vec<String>, ApiError> {
+    match &state.cluster {
+        Some(cluster) => cluster.online(user).await.map_err(|e| {
+            tracing::warn!(error = %e, "presence lookup failed");
+            ApiError::new(HttpError::PresenceUnavailable, "try again")
+        }),
+        None => Ok(state.hub.platforms(user)),
+    }
 }
 
 /// An HTTP refusal: the status of its [`HttpError`] and a JSON body `{"error", "detail"}`.

@@ -65,6 +65,9 @@ pub async fn config_for(backend: Backend) -> Config {
     config
 }
 
+/// The server API's key on every node of a test cluster.
+pub const CLUSTER_SERVICE_KEY: &str = "cluster-test-service-key-of-32-bytes";
+
 /// A config for one node of a test cluster: a shared PostgreSQL database and Redis key prefix.
 pub fn cluster_node_config(pg_url: &str, prefix: &str, redis_url: &str) -> Config {
     let mut config = test_config();
@@ -75,6 +78,7 @@ pub fn cluster_node_config(pg_url: &str, prefix: &str, redis_url: &str) -> Confi
     config.cluster.redis_url = redis_url.to_string();
     config.cluster.key_prefix = prefix.to_string();
     config.cluster.presence_ttl = Duration::from_millis(900);
+    config.service.key = CLUSTER_SERVICE_KEY.into();
     config
 }
 

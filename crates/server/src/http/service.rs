@@ -1,0 +1,149 @@
+//! The server API, for the app's backend: authenticated by `service.key` (the `X-Api-Key`
+//! header), never by a user's token. Send a message as any user (`POST /api/v1/messages`: the
+//! WebSocket's path, so the same checks, idempotency, storage and ack), list a user's devices,
+//! disconnect a user's sessions.
+
+use axum::{
+    Json, Router,
+    extract::{FromRequestParts, Path, State},
+    http::{StatusCode, request::Parts},
+    routing::{get, post},
+};
+use natter_protocol::{CloseCode, ErrorReason, HttpError, Msg, decode_client_msg};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::{
+    ApiError,
+    body::{ApiBody, Body},
+    platforms_of, valid_user,
+};
+use crate::{
+    clock::now_micros,
+    config::Config,
+    delivery::{Refusal, Reply},
+    messaging::Origin,
+    state::AppState,
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/users/{user_id}/devices", get(devices))
+        .route("/api/v1/users/{user_id}/disconnect", post(disconnect))
+}
+
+/// The app's backend, authenticated by `service.key`.
+#[derive(Debug)]
+pub struct Service;
+
+impl FromRequestParts<AppState> for Service {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Service, ApiError> {
+        let key = state.config.service.key.as_bytes();
+        if key.is_empty() {
+            return Err(ApiError::new(
+                HttpError::ServiceDisabled,
+                "the server API is off: set service.key",
+            ));
+        }
+        let given = parts
+            .headers
+            .get("x-api-key")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !same(given, key) {
+            state.metrics.http_refused.increment(1);
+            return Err(ApiError::new(
+                HttpError::ServiceKeyInvalid,
+                "send service.key as the X-Api-Key header",
+            ));
+        }
+        Ok(Service)
+    }
+}
+
+/// Whether `a` and `b` are equal, in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A message to send: the WebSocket's `Msg`, with `send_id` naming the sender.
+impl ApiBody for Value {
+    fn max_bytes(config: &Config) -> usize {
+        config.limits.max_message_size + 4096
+    }
+}
+
+/// `POST /api/v1/messages` with a `Msg` whose `send_id` is the sender: stored and delivered as
+/// if that user had sent it on a WebSocket (its devices get a copy); answers with the ack. A
+/// resend (same `send_id`, `create_time`, `local_id`) gets the original's ack.
+pub(super) async fn send(
+    State(state): State<AppState>,
+    _: Service,
+    Body(body): Body<Value>,
+) -> Result<Json<Msg>, ApiError> {
+    let refused = |r: Refusal| match r.reason {
+        ErrorReason::StoreUnavailable => ApiError::new(HttpError::StoreUnavailable, r.detail),
+        reason => ApiError::new(
+            HttpError::MessageRefused,
+            format!("{}: {}", reason.as_str(), r.detail),
+        ),
+    };
+    let msg = decode_client_msg(&body.to_string()).map_err(|e| {
+        ApiError::new(
+            HttpError::MessageRefused,
+            format!("{}: {}", e.reason.as_str(), e.detail),
+        )
+    })?;
+    if msg.send_id.is_empty() {
+        return Err(ApiError::new(
+            HttpError::InvalidRequest,
+            "send_id names the sender",
+        ));
+    }
+    valid_user(&msg.send_id, "send_id")?;
+    let sender = msg.send_id.clone();
+    let (done, outcome) = oneshot::channel();
+    let origin = Origin {
+        user: &sender,
+        reply: Reply::Api(done),
+    };
+    state
+        .messaging
+        .accept(origin, msg, None)
+        .await
+        .map_err(refused)?;
+    let ack = outcome
+        .await
+        .map_err(|_| ApiError::new(HttpError::StoreUnavailable, "the server is shutting down"))?
+        .map_err(refused)?;
+    Ok(Json(ack))
+}
+
+/// `GET /api/v1/users/{id}/devices`: the platforms the user is connected on (every node).
+async fn devices(
+    State(state): State<AppState>,
+    _: Service,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    valid_user(&user, "user id")?;
+    let platforms = platforms_of(&state, &user).await?;
+    Ok(Json(json!({ "user_id": user, "platforms": platforms })))
+}
+
+/// `POST /api/v1/users/{id}/disconnect`: closes every connection of the user, on every node,
+/// with 4006. (The user may connect again with a valid token: stop issuing them to keep it out.)
+async fn disconnect(
+    State(state): State<AppState>,
+    _: Service,
+    Path(user): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    valid_user(&user, "user id")?;
+    let at = now_micros();
+    state.hub.close_user(&user, CloseCode::Disconnected, at);
+    if let Some(cluster) = &state.cluster {
+        cluster.disconnect(&user, at);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
