@@ -1,7 +1,8 @@
 //! The server API, for the app's backend, on both stores: authenticated by `service.key` only;
 //! a message sent as a user is stored, numbered, delivered to the receiver and the sender's
 //! devices and acked like one sent on a WebSocket (a resend gets the original's ack); a refused
-//! one says why; a user's devices are listed and disconnected (4006).
+//! one says why; the user routes answer on behalf of a user; a user's devices are listed and
+//! disconnected (4006).
 
 #[macro_use]
 mod common;
@@ -92,6 +93,43 @@ async fn the_backend_sends_as_a_user_lists_and_disconnects_devices(backend: Back
             "{body}"
         );
     }
+
+    // Groups (and every user route) on behalf of a user.
+    let as_alice = [("X-Api-Key", KEY), ("X-As-User", "alice")];
+    let group = json!({"name": "support", "members": ["bob"]});
+    let (status, body) = http_request_with(
+        server.addr,
+        "POST",
+        "/api/v1/groups",
+        &as_alice,
+        Some(group.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(json_of(&body)["group"]["owner"], "alice");
+    assert_eq!(bob.recv().await.msg_type, msg_type::GROUP_CREATED);
+    let (status, body) =
+        http_request_with(server.addr, "GET", "/api/v1/conversations", &as_alice, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(json_of(&body)["conversations"].as_array().unwrap().len(), 2);
+    let nobody = [("X-Api-Key", KEY)];
+    let (status, body) = http_request_with(
+        server.addr,
+        "POST",
+        "/api/v1/groups",
+        &nobody,
+        Some(group.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, json_of(&body)["error"].as_str()),
+        (400, Some("invalid_id"))
+    );
+    let wrong = [("X-Api-Key", "not-the-key"), ("X-As-User", "alice")];
+    let (status, _) =
+        http_request_with(server.addr, "POST", "/api/v1/groups", &wrong, Some(group)).await;
+    assert_eq!(status, 401);
+    while alice.recv().await.msg_type != msg_type::GROUP_CREATED {}
 
     // Devices, then disconnected.
     let _tablet = server.connect("bob", "tablet").await;

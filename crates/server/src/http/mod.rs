@@ -113,8 +113,9 @@ impl From<StoreError> for ApiError {
 }
 
 /// The authenticated caller of an API request: the user of a token sent as `Authorization:
-/// Bearer` or `?token=`; in development mode, of `?user_id=`. Every API handler takes one, so
-/// no route answers an unauthenticated request.
+/// Bearer` or `?token=`; in development mode, of `?user_id=`; or, for the app's backend with
+/// the server API's key (`X-Api-Key`), the user named by `X-As-User`. Every API handler takes
+/// one, so no route answers an unauthenticated request.
 #[derive(Debug)]
 pub struct Caller {
     pub user: String,
@@ -124,6 +125,18 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        if parts.headers.contains_key(service::KEY_HEADER) {
+            // The app's backend, on behalf of the user the `X-As-User` header names.
+            service::Service::from_request_parts(parts, state).await?;
+            let user = parts
+                .headers
+                .get(service::AS_USER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            valid_user(&user, "X-As-User")?;
+            return Ok(Caller { user });
+        }
         not_proxied_in_development(state, &parts.headers)?;
         let query = parts.uri.query();
         let authorization = parts

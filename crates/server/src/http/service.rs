@@ -1,7 +1,8 @@
 //! The server API, for the app's backend: authenticated by `service.key` (the `X-Api-Key`
 //! header), never by a user's token. Send a message as any user (`POST /api/v1/messages`: the
 //! WebSocket's path, so the same checks, idempotency, storage and ack), list a user's devices,
-//! disconnect a user's sessions.
+//! disconnect a user's sessions; and every user route (groups, invitations, conversations) on
+//! behalf of the user named by `X-As-User` (see `Caller`).
 
 use axum::{
     Json, Router,
@@ -32,6 +33,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users/{user_id}/disconnect", post(disconnect))
 }
 
+/// The header carrying the server API's key.
+pub(crate) const KEY_HEADER: &str = "x-api-key";
+/// The header naming the user the backend acts for on the user routes (groups, conversations).
+pub(crate) const AS_USER_HEADER: &str = "x-as-user";
+
 /// The app's backend, authenticated by `service.key`.
 #[derive(Debug)]
 pub struct Service;
@@ -49,7 +55,7 @@ impl FromRequestParts<AppState> for Service {
         }
         let given = parts
             .headers
-            .get("x-api-key")
+            .get(KEY_HEADER)
             .map(|v| v.as_bytes())
             .unwrap_or_default();
         if !same(given, key) {
