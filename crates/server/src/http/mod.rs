@@ -20,6 +20,7 @@ use serde_json::json;
 mod body;
 mod conversations;
 mod groups;
+pub mod openapi;
 mod service;
 
 use crate::{
@@ -36,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/api/v1/messages", get(messages).post(service::send))
         .route("/api/v1/seq", get(seq))
+        .route("/api/v1/openapi.json", get(openapi::openapi))
         .route("/api/v1/users/{user_id}/online", get(online))
         .route("/", get(web_page))
         .merge(groups::routes())
