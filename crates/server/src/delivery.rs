@@ -14,6 +14,7 @@ use crate::{
     hub::{ConnId, Fanout, Hub},
     metrics::{DropReason, Metrics},
     outbox::{Cursor, Frame},
+    push::Push,
 };
 
 /// Why a message was refused; becomes an error reply to the sender.
@@ -59,6 +60,9 @@ pub struct Delivery {
     groups: Option<Arc<Groups>>,
     /// Set in cluster mode: every delivery is also published for the other nodes.
     cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// Set when the push webhook is on: stored messages for receivers with no device here are
+    /// offered to it.
+    push: std::sync::OnceLock<Arc<Push>>,
 }
 
 impl Delivery {
@@ -68,7 +72,12 @@ impl Delivery {
             metrics,
             groups,
             cluster: std::sync::OnceLock::new(),
+            push: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn set_push(&self, push: Arc<Push>) {
+        let _ = self.push.set(push);
     }
 
     pub fn set_cluster(&self, cluster: Arc<Cluster>) {
@@ -101,6 +110,12 @@ impl Delivery {
             Cursor::Inbox(msg.seq),
             skip.filter(|_| to_self),
         );
+        if let Some(push) = self.push.get()
+            && fanout.queued == 0
+            && fanout.slow == 0
+        {
+            push.offer(&msg, [msg.receiver_id.as_str()]);
+        }
         if !to_self {
             // The sender's other devices get a copy, so every device shows the conversation.
             fanout.add(self.to_user(&msg.send_id, &frame, Cursor::Sent(msg.send_seq), skip));
@@ -132,8 +147,17 @@ impl Delivery {
             .as_ref()
             .and_then(|g| g.cached(&msg.receiver_id))
             .unwrap_or(audience.members);
-        let mut fanout =
-            self.to_members(&msg, &members, &frame, from.as_ref().and_then(Reply::conn));
+        let mut offline = Vec::new();
+        let mut fanout = self.to_members(
+            &msg,
+            &members,
+            &frame,
+            from.as_ref().and_then(Reply::conn),
+            self.push.get().map(|_| &mut offline),
+        );
+        if let Some(push) = self.push.get() {
+            push.offer(&msg, offline.iter().map(String::as_str));
+        }
         for user in &audience.also {
             fanout.add(self.to_user(user, &frame, Cursor::None, None));
         }
@@ -161,7 +185,7 @@ impl Delivery {
     /// sending connection; nothing is stored and nothing is acked.
     pub fn ephemeral_group(&self, msg: Msg, audience: &Audience, from: Option<ConnId>) {
         let frame = Frame::from(msg.encode());
-        let fanout = self.to_members(&msg, &audience.members, &frame, from);
+        let fanout = self.to_members(&msg, &audience.members, &frame, from, None);
         self.count_drops(fanout);
     }
 
@@ -173,11 +197,19 @@ impl Delivery {
         members: &Members,
         frame: &Frame,
         from: Option<ConnId>,
+        mut offline: Option<&mut Vec<String>>,
     ) -> Fanout {
         let mut fanout = Fanout::default();
         for user in members.roles.keys() {
             let skip = from.filter(|_| *user == msg.send_id);
-            fanout.add(self.hub.send_to_user(user, frame, Cursor::None, skip));
+            let f = self.hub.send_to_user(user, frame, Cursor::None, skip);
+            if let Some(offline) = offline.as_deref_mut()
+                && f.queued == 0
+                && f.slow == 0
+            {
+                offline.push(user.clone());
+            }
+            fanout.add(f);
         }
         if let Some(cluster) = self.cluster.get() {
             cluster.deliver_group(&msg.receiver_id, frame);

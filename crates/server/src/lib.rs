@@ -51,6 +51,7 @@ pub mod memory;
 pub mod messaging;
 pub mod metrics;
 pub mod outbox;
+pub mod push;
 pub mod query;
 pub mod sequencer;
 pub mod server;

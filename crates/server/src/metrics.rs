@@ -136,6 +136,10 @@ pub struct Metrics {
     pub store_messages: Counter,
     pub store_failures: Counter,
     pub store_commit_latency: LatencyHistogram,
+    /// Push notifications the webhook took, and those dropped (queue full; every try failed).
+    pub push_sent: Counter,
+    pub push_dropped_full: Counter,
+    pub push_dropped_failed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -214,6 +218,15 @@ impl Metrics {
                 "natter_store_commit_seconds",
                 "Time to commit a batch of messages to the store (their acks wait for it)",
             ),
+            push_sent: counter("natter_push_sent_total", vec![]),
+            push_dropped_full: counter(
+                "natter_push_dropped_total",
+                vec![Label::new("reason", "queue_full")],
+            ),
+            push_dropped_failed: counter(
+                "natter_push_dropped_total",
+                vec![Label::new("reason", "failed")],
+            ),
             handle,
             recorder,
         }
@@ -273,6 +286,14 @@ impl Default for Metrics {
 }
 
 const HELP: &[(&str, &str)] = &[
+    (
+        "natter_push_sent_total",
+        "Push notifications the webhook accepted (2xx)",
+    ),
+    (
+        "natter_push_dropped_total",
+        "Push notifications dropped: queue_full (webhooks.push.queue) or failed (every try)",
+    ),
     (
         "natter_connections_opened_total",
         "WebSocket connections accepted",

@@ -104,6 +104,12 @@ impl Server {
             }
             _ => None,
         };
+        if let Some((push, sender)) =
+            crate::push::Push::start(&config.webhooks.push, store.clone(), metrics.clone())
+        {
+            delivery.set_push(push);
+            tokio::spawn(sender.run(cluster.clone()));
+        }
         let state = AppState {
             limits: Arc::new(UserLimits::new(
                 config.limits.http.clone(),

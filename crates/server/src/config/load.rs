@@ -142,6 +142,7 @@ impl Config {
             ("shutdown.timeout", self.shutdown.timeout),
             ("auth.leeway", self.auth.leeway),
             ("heartbeat.timeout", self.heartbeat.timeout),
+            ("webhooks.push.timeout", self.webhooks.push.timeout),
         ] {
             if value > Duration::from_secs(24 * 3600) {
                 return invalid(key, "must be at most 24h");
@@ -172,6 +173,27 @@ impl Config {
                 return invalid("auth.public_key_file", "is required for RS256 / ES256");
             }
             _ => {}
+        }
+        let push = &self.webhooks.push;
+        if !push.url.is_empty() {
+            if !push.url.starts_with("http://") {
+                return invalid(
+                    "webhooks.push.url",
+                    "is http://host:port/path (your backend, on the private network)",
+                );
+            }
+            if push.secret.len() < MIN_SECRET_LEN {
+                return invalid(
+                    "webhooks.push.secret",
+                    "must be at least 32 bytes: the receiver checks the signature with it",
+                );
+            }
+            if push.queue == 0 || push.batch_max == 0 || push.attempts == 0 {
+                return invalid(
+                    "webhooks.push",
+                    "queue, batch_max and attempts must be at least 1",
+                );
+            }
         }
         let key = self.service.key.len();
         if key > 0 && key < MIN_SECRET_LEN {

@@ -24,6 +24,7 @@ pub struct Config {
     pub groups: GroupsConfig,
     pub messages: MessagesConfig,
     pub service: ServiceConfig,
+    pub webhooks: WebhooksConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
@@ -96,6 +97,47 @@ pub struct ServiceConfig {
     /// The server API's key, for the app's backend (sent as `X-Api-Key`; at least 32 bytes);
     /// empty: the server API is off.
     pub key: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    pub push: PushConfig,
+}
+
+/// The offline push webhook (src/push.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Where notifications are POSTed (`http://host:port/path`, your backend); empty: off.
+    pub url: String,
+    /// The HMAC-SHA256 key of the signature (at least 32 bytes when `url` is set).
+    pub secret: String,
+    /// Bytes of a message's content in its notification (0: none).
+    pub preview_bytes: usize,
+    /// Notifications waiting to be sent; beyond it they are dropped (and counted).
+    pub queue: usize,
+    /// Most notifications in one POST.
+    pub batch_max: usize,
+    /// Tries of one POST before its notifications are dropped (and counted).
+    pub attempts: u32,
+    /// How long one POST may take.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            url: String::new(),
+            secret: String::new(),
+            preview_bytes: 100,
+            queue: 10_000,
+            batch_max: 100,
+            attempts: 5,
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The consent rule of `groups.invite`.

@@ -561,6 +561,30 @@ where
         })
     }
 
+    /// Which of the `(user, conv_id)` pairs are muted.
+    pub(super) async fn muted(
+        conn: &mut DB::Connection,
+        pairs: &[(String, String)],
+    ) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in pairs.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT s.user_id, s.conv_id FROM conversation_settings s \
+                 JOIN (VALUES {}) AS p \
+                 ON s.user_id = p.column1 AND s.conv_id = p.column2 WHERE s.muted = 1",
+                values(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(&sql);
+            for (user, conv) in chunk {
+                q = q.bind(user.as_str()).bind(conv.as_str());
+            }
+            for r in q.fetch_all(&mut *conn).await? {
+                out.insert((r.try_get(0)?, r.try_get(1)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Hides entries of a conversation from `user`'s history.
     pub(super) async fn hide(
         conn: &mut DB::Connection,

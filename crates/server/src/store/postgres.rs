@@ -586,6 +586,13 @@ impl Store for PostgresStore {
         )
     }
 
+    fn muted<'a>(
+        &'a self,
+        pairs: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<std::collections::HashSet<(String, String)>, StoreError>> {
+        Box::pin(async move { Conv::muted(&mut *self.conn().await?, pairs).await })
+    }
+
     fn read_count<'a>(
         &'a self,
         group: &'a str,

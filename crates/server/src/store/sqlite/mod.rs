@@ -474,6 +474,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn muted<'a>(
+        &'a self,
+        pairs: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<std::collections::HashSet<(String, String)>, StoreError>> {
+        Box::pin(async move { Conv::muted(&mut *self.pool.acquire().await?, pairs).await })
+    }
+
     fn read_count<'a>(
         &'a self,
         group: &'a str,
