@@ -116,6 +116,9 @@ async fn provoke_close(code: CloseCode) -> Option<u16> {
             config.service.key = KEY.into();
             let server = start(config).await;
             let mut c = server.connect("a", "p").await;
+            // Registered once it answers: a message's ack.
+            c.send_msg("b", "1", "hi").await;
+            c.recv().await;
             let path = "/api/v1/users/a/disconnect";
             let (status, _) =
                 common::http_request_with(server.addr, "POST", path, &[("X-Api-Key", KEY)], None)

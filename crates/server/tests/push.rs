@@ -134,7 +134,10 @@ async fn offline_receivers_are_pushed_once_signed_unless_online_or_muted(backend
     assert_eq!(n["preview"], "hello");
 
     // Bob is connected: nothing to push.
-    let bob = server.connect("bob", "phone").await;
+    let mut bob = server.connect("bob", "phone").await;
+    // Registered once it answers (its session starts just after the handshake).
+    bob.send_msg("bob", "b1", "a note to self").await;
+    next_ack(&mut bob, "b1").await;
     alice.send_msg("bob", "2", "you are here").await;
     next_ack(&mut alice, "2").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
