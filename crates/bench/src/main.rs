@@ -10,6 +10,7 @@
 //!   and after they close.
 //! - `convs`: a user with many conversations and a long past: the chat list's first page and a
 //!   conversation's last 50 messages, their latency.
+//! - `push-sink`: a push webhook receiver answering 200, counting notifications a second.
 //! - `disk`: no server; how long a small write plus fsync takes in a directory, which is what
 //!   every durable commit waits for. Read beside the storage figures: while the disk stalls for
 //!   200 ms, no store on it acknowledges anything.
@@ -26,6 +27,7 @@ mod idle;
 mod message;
 mod net;
 mod pairs;
+mod sink;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -172,6 +174,14 @@ enum Scenario {
         #[arg(long, default_value_t = 32)]
         window: usize,
     },
+    /// A push webhook receiver: answers 200, prints notifications a second over `duration`
+    /// seconds from the first one (the server's `webhooks.push.url` points here).
+    PushSink {
+        #[arg(long, default_value = "127.0.0.1:50190")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
     /// Disk: write + fsync latency in a directory (no server).
     Disk {
         /// Directory to probe (the server's `storage.path`); a scratch file is made there.
@@ -281,6 +291,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 window,
             };
             convs(&net, cfg).await
+        }
+        Scenario::PushSink { listen, duration } => {
+            sink::push_sink(listen, Duration::from_secs(duration)).await
         }
         Scenario::Disk {
             path,

@@ -1,0 +1,90 @@
+//! `push-sink`: a push webhook receiver for the benchmarks: answers every POST with 200 and
+//! counts the notifications it received; prints how many a second it took once `duration` has
+//! passed since the first one.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+pub(crate) async fn push_sink(
+    listen: std::net::SocketAddr,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    let received = Arc::new(AtomicU64::new(0));
+    let batches = Arc::new(AtomicU64::new(0));
+    let first = Arc::new(std::sync::OnceLock::<Instant>::new());
+    println!(
+        "scenario: push-sink listening on {}",
+        listener.local_addr()?
+    );
+    let (count, posts, started) = (received.clone(), batches.clone(), first.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (count, posts, started) = (count.clone(), posts.clone(), started.clone());
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if raw.len() >= head_end + 4 + length {
+                        break;
+                    }
+                }
+                started.get_or_init(Instant::now);
+                let body = String::from_utf8_lossy(&raw);
+                count.fetch_add(
+                    body.matches("\"receiver\"").count() as u64,
+                    Ordering::Relaxed,
+                );
+                posts.fetch_add(1, Ordering::Relaxed);
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(at) = first.get()
+            && at.elapsed() >= duration
+        {
+            break;
+        }
+    }
+    let took = first
+        .get()
+        .map_or(duration, |at| at.elapsed())
+        .as_secs_f64();
+    let n = received.load(Ordering::Relaxed);
+    println!(
+        "notifications: {n} in {took:.1} s ({:.0}/s), {} POSTs",
+        n as f64 / took,
+        batches.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
