@@ -107,7 +107,8 @@ enum Scenario {
         /// Total messages per second over all senders (paced mode); 0 = unpaced.
         #[arg(long, default_value_t = 0)]
         rate: u64,
-        /// Connections (platforms) per receiving user; each gets every message.
+        /// Connections (platforms) per receiving user; each gets every message. 0: receivers
+        /// never connect (every message waits offline; the window counts acks).
         #[arg(long, default_value_t = 1)]
         devices: usize,
         /// Receivers that never read, each flooded by its own sender.
@@ -247,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 pairs,
                 window: window.max(1),
                 rate,
-                devices: devices.max(1),
+                devices,
                 slow,
                 size,
                 flood_size: flood_size.unwrap_or(size.max(1000)),
