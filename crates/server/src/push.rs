@@ -91,6 +91,11 @@ impl Push {
             if receiver == msg.send_id {
                 continue;
             }
+            if self.queue.capacity() == 0 {
+                // Full: dropped before anything is built for it.
+                self.metrics.push_dropped_full.increment(1);
+                continue;
+            }
             let notification = Notification {
                 receiver: receiver.to_owned(),
                 sender: msg.send_id.clone(),
