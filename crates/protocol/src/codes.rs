@@ -28,10 +28,13 @@ pub enum ErrorReason {
     /// A token refresh whose token is not valid for this connection (the detail says why:
     /// `token_expired`, `token_user_mismatch`...). The connection keeps its old token.
     BadToken,
+    /// The app's backend refused the message (the before-send hook; the detail is its reason),
+    /// or the hook failed with `on_failure: refuse`.
+    RefusedByBackend,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 11] = [
+    pub const ALL: [ErrorReason; 12] = [
         ErrorReason::InvalidJson,
         ErrorReason::InvalidMsg,
         ErrorReason::MissingReceiver,
@@ -43,6 +46,7 @@ impl ErrorReason {
         ErrorReason::NotAMember,
         ErrorReason::NotEditable,
         ErrorReason::BadToken,
+        ErrorReason::RefusedByBackend,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl ErrorReason {
             ErrorReason::NotAMember => "not_a_member",
             ErrorReason::NotEditable => "not_editable",
             ErrorReason::BadToken => "bad_token",
+            ErrorReason::RefusedByBackend => "refused_by_backend",
         }
     }
 }

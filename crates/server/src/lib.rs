@@ -43,6 +43,7 @@ pub mod deadline;
 pub mod delivery;
 pub mod gateway;
 pub mod groups;
+pub mod hook;
 pub mod http;
 pub mod hub;
 pub mod ids;

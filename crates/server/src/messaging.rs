@@ -20,6 +20,7 @@ use natter_protocol::{
 use crate::{
     budget::InFlight,
     clock::now_millis,
+    config::BeforeSendConfig,
     delivery::{Delivery, Refusal, Reply},
     groups::{Audience, Groups, Notice},
     hub::ConnId,
@@ -44,6 +45,8 @@ pub struct Messaging {
     store: Option<Arc<dyn Store>>,
     /// `messages.edit_window`.
     edit_window: Duration,
+    /// `webhooks.before_send`, when it is on.
+    before_send: Option<BeforeSendConfig>,
 }
 
 impl Messaging {
@@ -53,6 +56,7 @@ impl Messaging {
         groups: Option<Arc<Groups>>,
         store: Option<Arc<dyn Store>>,
         edit_window: Duration,
+        before_send: &BeforeSendConfig,
     ) -> Messaging {
         Messaging {
             delivery,
@@ -60,6 +64,7 @@ impl Messaging {
             groups,
             store,
             edit_window,
+            before_send: (!before_send.url.is_empty()).then(|| before_send.clone()),
         }
     }
 
@@ -236,6 +241,11 @@ impl Messaging {
         }
         if matches!(msg.msg_type, msg_type::RECALL | msg_type::EDIT) {
             self.check_change(origin.user, &msg).await?;
+        }
+        if let Some(hook) = &self.before_send
+            && msg.msg_type != msg_type::READ
+        {
+            crate::hook::before_send(hook, &mut msg).await?;
         }
         if to_group {
             // Groups need storage: `group_audience` refuses without it.

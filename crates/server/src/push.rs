@@ -247,11 +247,25 @@ pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
 
 /// One POST of `body` to `webhooks.push.url` (`http://host[:port]/path`); its status.
 async fn post(config: &PushConfig, body: &str) -> std::io::Result<u16> {
+    signed_post(&config.url, &config.secret, body)
+        .await
+        .map(|(status, _)| status)
+}
+
+/// Most bytes of a webhook's answer that are read.
+const ANSWER_BYTES: usize = 64 * 1024;
+
+/// POSTs `body` to `url` (`http://host[:port]/path`), signed with `secret` (see the module's
+/// note); the answer's status and body (at most [`ANSWER_BYTES`]).
+pub(crate) async fn signed_post(
+    url: &str,
+    secret: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_owned());
-    let rest = config
-        .url
+    let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| bad("webhooks.push.url is http://host:port/path"))?;
+        .ok_or_else(|| bad("a webhook's url is http://host:port/path"))?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -269,14 +283,23 @@ async fn post(config: &PushConfig, body: &str) -> std::io::Result<u16> {
          X-Natter-Timestamp: {timestamp}\r\nX-Natter-Signature: {}\r\n\
          X-Natter-Sent-At: {}\r\n\r\n{body}",
         body.len(),
-        signature(&config.secret, timestamp, body),
+        signature(secret, timestamp, body),
         now_millis(),
     );
     stream.write_all(request.as_bytes()).await?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).await?;
-    let text = String::from_utf8_lossy(&head[..n]);
-    text.get(9..12)
+    let mut answer = Vec::new();
+    (&mut stream)
+        .take(ANSWER_BYTES as u64)
+        .read_to_end(&mut answer)
+        .await?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .get(9..12)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("not an HTTP response"))
+        .ok_or_else(|| bad("not an HTTP response"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }

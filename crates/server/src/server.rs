@@ -84,6 +84,7 @@ impl Server {
             groups.clone(),
             store.clone(),
             config.messages.edit_window,
+            &config.webhooks.before_send,
         ));
         let cluster = match (&groups, config.cluster.enabled) {
             (Some(groups), true) => {

@@ -44,6 +44,13 @@ async fn provoke_reason(reason: ErrorReason) -> ErrorReason {
     if reason == ErrorReason::BadToken {
         config = secret_config(SECRET);
     }
+    if reason == ErrorReason::RefusedByBackend {
+        // A hook nobody answers, with the policy that refuses then.
+        let hook = &mut config.webhooks.before_send;
+        hook.url = "http://127.0.0.1:9/hook".into();
+        hook.secret = SECRET.into();
+        hook.on_failure = natter::config::HookFailure::Refuse;
+    }
     let server = start(config.clone()).await;
     let mut c = if reason == ErrorReason::BadToken {
         let token = mint(&config, "alice", None, Duration::from_secs(60));
@@ -92,6 +99,7 @@ async fn provoke_reason(reason: ErrorReason) -> ErrorReason {
                 serde_json::json!({"receiver_id": "alice", "msg_type": 13, "content": token});
             c.send_text(&refresh.to_string()).await
         }
+        ErrorReason::RefusedByBackend => c.send_msg("bob", "1", "asked first").await,
         ErrorReason::NotEditable => {
             let recall =
                 r#"{"receiver_id": "bob", "msg_type": 25, "content": "{\"conv_seq\": 1}"}"#;

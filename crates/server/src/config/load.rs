@@ -143,6 +143,10 @@ impl Config {
             ("auth.leeway", self.auth.leeway),
             ("heartbeat.timeout", self.heartbeat.timeout),
             ("webhooks.push.timeout", self.webhooks.push.timeout),
+            (
+                "webhooks.before_send.timeout",
+                self.webhooks.before_send.timeout,
+            ),
         ] {
             if value > Duration::from_secs(24 * 3600) {
                 return invalid(key, "must be at most 24h");
@@ -192,6 +196,21 @@ impl Config {
                 return invalid(
                     "webhooks.push",
                     "queue, batch_max and attempts must be at least 1",
+                );
+            }
+        }
+        let hook = &self.webhooks.before_send;
+        if !hook.url.is_empty() {
+            if !hook.url.starts_with("http://") {
+                return invalid(
+                    "webhooks.before_send.url",
+                    "is http://host:port/path (your backend, on the private network)",
+                );
+            }
+            if hook.secret.len() < MIN_SECRET_LEN {
+                return invalid(
+                    "webhooks.before_send.secret",
+                    "must be at least 32 bytes: the receiver checks the signature with it",
                 );
             }
         }

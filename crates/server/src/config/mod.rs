@@ -103,6 +103,41 @@ pub struct ServiceConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
     pub push: PushConfig,
+    pub before_send: BeforeSendConfig,
+}
+
+/// The before-send hook (src/hook.rs): asked about each message before it is stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BeforeSendConfig {
+    /// Where each message is POSTed for a decision (`http://host:port/path`); empty: off.
+    pub url: String,
+    /// The HMAC-SHA256 key of the signature (at least 32 bytes when `url` is set).
+    pub secret: String,
+    /// How long the answer may take.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// What happens to a message when the hook fails or is late: `allow` or `refuse`.
+    pub on_failure: HookFailure,
+}
+
+/// `webhooks.before_send.on_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookFailure {
+    Allow,
+    Refuse,
+}
+
+impl Default for BeforeSendConfig {
+    fn default() -> Self {
+        BeforeSendConfig {
+            url: String::new(),
+            secret: String::new(),
+            timeout: Duration::from_millis(500),
+            on_failure: HookFailure::Allow,
+        }
+    }
 }
 
 /// The offline push webhook (src/push.rs).
