@@ -1,6 +1,6 @@
-//! `push-sink`: a push webhook receiver for the benchmarks: answers every POST with 200 and
-//! counts the notifications it received; prints how many a second it took once `duration` has
-//! passed since the first one.
+//! `push-sink`: a webhook receiver for the benchmarks: answers every POST with 200 (and, as a
+//! before-send hook, `{"action":"allow"}`) and counts the push notifications it received;
+//! prints how many a second it took once `duration` has passed since the first POST.
 
 use std::{
     sync::{
@@ -62,9 +62,9 @@ pub(crate) async fn push_sink(
                     Ordering::Relaxed,
                 );
                 posts.fetch_add(1, Ordering::Relaxed);
-                let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .await;
+                let answer: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                    Content-Length: 18\r\nConnection: close\r\n\r\n{\"action\":\"allow\"}";
+                let _ = socket.write_all(answer).await;
             });
         }
     });
