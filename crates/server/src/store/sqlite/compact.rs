@@ -317,19 +317,7 @@ impl Chunks {
 
     /// Inserts the chunks and raises `user_seq`.
     async fn write(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        for part in self.inbox.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO main.inbox_chunks (user_id, first, last, last_time, body) ",
-            );
-            q.push_values(part, |mut b, c| {
-                b.push_bind(&c.user)
-                    .push_bind(c.first)
-                    .push_bind(c.last)
-                    .push_bind(c.last_time)
-                    .push_bind(&c.body);
-            });
-            q.build().execute(&mut *conn).await?;
-        }
+        insert_chunks(conn, "main.inbox_chunks (user_id", &self.inbox).await?;
         // Ids given here, so that the keys can name their chunk (this connection is the only
         // writer).
         let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM main.sent_chunks")
@@ -373,19 +361,7 @@ impl Chunks {
             });
             q.build().execute(&mut *conn).await?;
         }
-        for part in self.convs.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO main.conv_chunks (conv_id, first, last, last_time, body) ",
-            );
-            q.push_values(part, |mut b, c| {
-                b.push_bind(&c.user)
-                    .push_bind(c.first)
-                    .push_bind(c.last)
-                    .push_bind(c.last_time)
-                    .push_bind(&c.body);
-            });
-            q.build().execute(&mut *conn).await?;
-        }
+        insert_chunks(conn, "main.conv_chunks (conv_id", &self.convs).await?;
         ConvSql::<Sqlite>::apply(conn, &self.changes).await?;
         for event in &self.earlier {
             rewrite(conn, event).await?;
@@ -410,6 +386,29 @@ impl Chunks {
         }
         Ok(())
     }
+}
+
+/// Inserts chunks of messages or references into `into`, a table and its owner column (`main.
+/// inbox_chunks (user_id`): the columns every chunk table shares.
+async fn insert_chunks(
+    conn: &mut SqliteConnection,
+    into: &str,
+    chunks: &[Chunk],
+) -> Result<(), StoreError> {
+    for part in chunks.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO {into}, first, last, last_time, body) "
+        ));
+        q.push_values(part, |mut b, c| {
+            b.push_bind(&c.user)
+                .push_bind(c.first)
+                .push_bind(c.last)
+                .push_bind(c.last_time)
+                .push_bind(&c.body);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Applies a recall or an edit to its entry, moved by an earlier move: the inbox chunk that holds
