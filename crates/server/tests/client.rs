@@ -12,6 +12,20 @@ fn ws_base(addr: std::net::SocketAddr) -> String {
     format!("ws://{addr}")
 }
 
+/// `natter chat` as `user` to `to` against `server`, with its stdin and stdout piped.
+fn natter_chat(server: &str, user: &str, to: &str, more: &[&str]) -> tokio::process::Child {
+    let args = ["chat", "--server", server, "--user", user, "--to", to];
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(args.iter().chain(more))
+        .env_remove("NATTER_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 async fn next_within(c: &mut Client) -> natter_client::Msg {
     tokio::time::timeout(Duration::from_secs(10), c.next())
         .await
@@ -118,25 +132,7 @@ async fn natter_chat_shows_the_conversation_only_and_changes_in_words() {
         alice.send("bob", &format!("m{i}")).await.unwrap();
     }
     alice.send("carol", "not for this chat").await.unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter"))
-        .args([
-            "chat",
-            "--server",
-            &base,
-            "--user",
-            "bob",
-            "--to",
-            "alice",
-            "--history",
-            "2",
-        ])
-        .env_remove("NATTER_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = natter_chat(&base, "bob", "alice", &["--history", "2"]);
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut next_line = async || {
@@ -221,24 +217,7 @@ async fn natter_chat_once_sends_stdin_lines() {
     let mut bob = Client::connect(Config::new(&ws_base(server.addr), "bob", "sdk"))
         .await
         .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter"))
-        .args([
-            "chat",
-            "--server",
-            &ws_base(server.addr),
-            "--user",
-            "alice",
-            "--to",
-            "bob",
-            "--once",
-        ])
-        .env_remove("NATTER_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = natter_chat(&ws_base(server.addr), "alice", "bob", &["--once"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hi bob\nsecond line\n").await.unwrap();
     drop(stdin);
