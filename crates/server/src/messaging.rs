@@ -105,8 +105,12 @@ impl Messaging {
         };
         let conv_id = conv.id();
         let upto = upto.min(self.last_seq(store, &conv_id).await?);
-        if upto < 1 || !store.mark_read(user, &conv_id, upto).await? {
-            return Ok((upto < 1).then_some(0));
+        if upto < 1 {
+            // Nothing in it yet: nothing to read.
+            return Ok(Some(0));
+        }
+        if !store.mark_read(user, &conv_id, upto).await? {
+            return Ok(None);
         }
         self.conversation_updated(
             user,

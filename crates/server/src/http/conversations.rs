@@ -130,18 +130,20 @@ async fn show(
     match found {
         Some(l) => Ok(Json(json!(l))),
         // One-to-one with no entry yet: an empty conversation.
-        None => Ok(Json(json!({
-            "conv_id": id,
-            "kind": "direct",
-            "peer": conv.peer_of(&who.user),
-            "last": null,
-            "last_seq": 0,
-            "read_seq": 0,
-            "unread": 0,
-            "peer_read_seq": 0,
-            "pinned": false,
-            "muted": false,
-            "activity": 0,
+        None => Ok(Json(json!(Listing {
+            conv_id: id.clone(),
+            kind: "direct",
+            peer: conv.peer_of(&who.user).map(str::to_owned),
+            name: None,
+            last: None,
+            last_seq: 0,
+            read_seq: 0,
+            unread: 0,
+            peer_read_seq: Some(0),
+            joined_seq: None,
+            pinned: false,
+            muted: false,
+            activity: 0,
         }))),
     }
 }
