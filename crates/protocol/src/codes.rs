@@ -102,6 +102,9 @@ pub enum HttpError {
     TokenUserMismatch,
     /// The token is bound to another platform.
     TokenPlatformMismatch,
+    /// The token was revoked by the app's backend (its user's tokens of before a time, or its
+    /// `jti`).
+    TokenRevoked,
     /// A browser `Origin` the server does not allow.
     OriginForbidden,
     /// A request through a reverse proxy to a server in development mode (no tokens).
@@ -141,7 +144,7 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    pub const ALL: [HttpError; 33] = [
+    pub const ALL: [HttpError; 34] = [
         HttpError::InvalidId,
         HttpError::InvalidQuery,
         HttpError::InvalidRequest,
@@ -157,6 +160,7 @@ impl HttpError {
         HttpError::TokenBadAudience,
         HttpError::TokenUserMismatch,
         HttpError::TokenPlatformMismatch,
+        HttpError::TokenRevoked,
         HttpError::OriginForbidden,
         HttpError::DevelopmentBehindProxy,
         HttpError::NotAMember,
@@ -194,6 +198,7 @@ impl HttpError {
             HttpError::TokenBadAudience => "token_bad_audience",
             HttpError::TokenUserMismatch => "token_user_mismatch",
             HttpError::TokenPlatformMismatch => "token_platform_mismatch",
+            HttpError::TokenRevoked => "token_revoked",
             HttpError::OriginForbidden => "origin_forbidden",
             HttpError::DevelopmentBehindProxy => "development_mode_behind_proxy",
             HttpError::NotAMember => "not_a_member",
@@ -232,6 +237,7 @@ impl HttpError {
             | HttpError::TokenBadAudience
             | HttpError::TokenUserMismatch
             | HttpError::TokenPlatformMismatch
+            | HttpError::TokenRevoked
             | HttpError::ServiceKeyInvalid => 401,
             HttpError::OriginForbidden
             | HttpError::DevelopmentBehindProxy

@@ -20,7 +20,10 @@ use std::{
 
 use natter_protocol::CloseCode;
 
-use crate::outbox::{Cursor, Frame, Outbox, PushError};
+use crate::{
+    auth::TokenTag,
+    outbox::{Cursor, Frame, Outbox, PushError},
+};
 
 /// Identifies one connection for the lifetime of the process.
 pub type ConnId = u64;
@@ -34,6 +37,8 @@ struct Device {
     outbox: Arc<Outbox>,
     /// When it was registered (µs since the Unix epoch).
     since: i64,
+    /// The token it presented (`None` in development mode): revocations close it.
+    token: Option<Box<TokenTag>>,
 }
 
 type Shard = HashMap<Box<str>, Vec<Device>>;
@@ -80,15 +85,23 @@ impl Hub {
     }
 
     /// Registers a new connection of `user` on `platform`, made at `since` (µs since the Unix
-    /// epoch). A connection already registered for the same user and platform is told to close
-    /// with 4001 and replaced.
-    pub fn register(&self, user: &str, platform: &str, outbox: Arc<Outbox>, since: i64) -> ConnId {
+    /// epoch) with `token`. A connection already registered for the same user and platform is
+    /// told to close with 4001 and replaced.
+    pub fn register(
+        &self,
+        user: &str,
+        platform: &str,
+        outbox: Arc<Outbox>,
+        since: i64,
+        token: Option<TokenTag>,
+    ) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let device = Device {
             platform: platform.into(),
             conn,
             outbox,
             since,
+            token: token.map(Box::new),
         };
         let mut shard = self.shard(user);
         let devices = shard.entry(user.into()).or_default();
@@ -204,6 +217,52 @@ impl Hub {
         }
     }
 
+    /// The connection `conn` of `user` now holds `token` (a token refresh).
+    pub fn set_token(&self, user: &str, conn: ConnId, token: Option<TokenTag>) {
+        let mut shard = self.shard(user);
+        if let Some(d) = shard
+            .get_mut(user)
+            .and_then(|devices| devices.iter_mut().find(|d| d.conn == conn))
+        {
+            d.token = token.map(Box::new);
+        }
+    }
+
+    /// Asks the connections whose token `revoked(user, token)` says is revoked to close with
+    /// 4002: those of `user`, or with no user, every connection here. Returns how many.
+    pub fn close_revoked(
+        &self,
+        user: Option<&str>,
+        revoked: impl Fn(&str, &TokenTag) -> bool,
+    ) -> usize {
+        let mut closed = 0;
+        let mut close = |user: &str, devices: &[Device]| {
+            for d in devices {
+                if d.token.as_deref().is_some_and(|t| revoked(user, t)) {
+                    d.outbox.close(CloseCode::BadToken);
+                    closed += 1;
+                }
+            }
+        };
+        match user {
+            Some(user) => {
+                let shard = self.shard(user);
+                if let Some(devices) = shard.get(user) {
+                    close(user, devices);
+                }
+            }
+            None => {
+                for shard in self.shards.iter() {
+                    let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                    for (user, devices) in shard.iter() {
+                        close(user, devices);
+                    }
+                }
+            }
+        }
+        closed
+    }
+
     /// Calls `f(user, platform)` for every connection here (presence refresh).
     pub fn for_each_device(&self, mut f: impl FnMut(&str, &str)) {
         for shard in self.shards.iter() {
@@ -249,8 +308,8 @@ mod tests {
     fn relogin_replaces_and_old_exit_does_not_unregister_new() {
         let hub = Hub::default();
         let (a, b) = (outbox(), outbox());
-        let first = hub.register("u", "web", a.clone(), 1);
-        let second = hub.register("u", "web", b.clone(), 2);
+        let first = hub.register("u", "web", a.clone(), 1, None);
+        let second = hub.register("u", "web", b.clone(), 2, None);
         assert_eq!(a.close_requested(), Some(CloseCode::Replaced));
         assert_eq!(hub.connection_count(), 1);
         // The old connection's exit comes late: it must not remove the new one.
@@ -265,8 +324,8 @@ mod tests {
     #[test]
     fn send_skips_the_sending_connection() {
         let hub = Hub::default();
-        let phone = hub.register("u", "phone", outbox(), 1);
-        hub.register("u", "desk", outbox(), 2);
+        let phone = hub.register("u", "phone", outbox(), 1, None);
+        hub.register("u", "desk", outbox(), 2, None);
         let f = hub.send_to_user("u", &Frame::from_static("x"), Cursor::None, Some(phone));
         assert_eq!(f, Fanout { queued: 1, slow: 0 });
         let mut platforms = hub.platforms("u");
@@ -278,7 +337,7 @@ mod tests {
     fn a_login_elsewhere_closes_only_older_connections() {
         let hub = Hub::default();
         let phone = outbox();
-        hub.register("u", "phone", phone.clone(), 100);
+        hub.register("u", "phone", phone.clone(), 100, None);
         // A notice of a login made before this connection (it arrived late): kept.
         hub.close_platform("u", "phone", CloseCode::Replaced, 50);
         assert_eq!(phone.close_requested(), None);

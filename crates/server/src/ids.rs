@@ -59,7 +59,8 @@ mod tests {
 
     #[test]
     fn ids_are_v7_and_strictly_increasing() {
-        let now = 1_764_184_800_123;
+        // Ahead of the clock: ids other tests make meanwhile (at the clock) cannot move it.
+        let now = crate::clock::now_millis() + 60_000;
         let mut prev = message_id(now);
         assert_eq!(prev.get_version_num(), 7);
         assert_eq!(prev.get_variant(), uuid::Variant::RFC4122);

@@ -9,7 +9,9 @@
 //! receiving connections' outboxes, which their own gateway sessions write out.
 //!
 //! - [`config`]: the [`Config`](config::Config) struct, loaded from defaults, YAML and `NATTER__*`.
-//! - [`auth`]: token verification and minting (JWT), token transport, the origin check.
+//! - [`auth`]: token verification and minting (JWT), token transport, the origin check, the
+//!   list of revoked tokens.
+//! - [`revoke`]: token revocation: stored, applied on every node, connections closed.
 //! - [`cluster`]: cluster mode: routing and presence through Redis.
 //! - [`server`]: binds, wires the state together, serves, shuts down gracefully.
 //! - [`deadline`]: HTTP connections' sockets, whose writes have a deadline.
@@ -29,6 +31,8 @@
 //! - [`groups`]: group membership (cached), rules, notifications; read fan-out.
 //! - [`hub`]: who is connected to this node; queues frames to a user's devices.
 //! - [`outbox`]: the bounded per-connection queue between the hub and a session.
+//! - [`push`]: the offline push webhook (batched, signed, retried, bounded).
+//! - [`hook`]: the before-send webhook.
 //! - [`http`]: `/healthz`, `/metrics`, and the HTTP API (`/api/v1/...`).
 //! - [`metrics`]: the Prometheus recorder and the handles used on the hot path.
 //!
@@ -54,6 +58,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod push;
 pub mod query;
+pub mod revoke;
 pub mod sequencer;
 pub mod server;
 pub mod state;

@@ -63,8 +63,11 @@ impl Server {
             .await
             .map_err(|e| StartError::Bind(config.server.listen, e))?;
         let store = store::open(&config.storage).await?;
-        let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::default());
+        if let Some(store) = &store {
+            crate::revoke::load(&auth, &hub, &**store).await?;
+        }
+        let metrics = Arc::new(Metrics::new());
         let groups = store
             .clone()
             .map(|store| Arc::new(Groups::new(store, config.groups.clone())));
@@ -95,12 +98,20 @@ impl Server {
                 }
                 let cluster = Cluster::start(
                     &cluster_config,
+                    auth.clone(),
                     hub.clone(),
                     groups.clone(),
                     metrics.cluster_channels.clone(),
                 )
                 .await?;
                 delivery.set_cluster(cluster.clone());
+                if let Some(store) = &store {
+                    tokio::spawn(crate::revoke::reload_loop(
+                        auth.clone(),
+                        hub.clone(),
+                        store.clone(),
+                    ));
+                }
                 Some(cluster)
             }
             _ => None,

@@ -186,6 +186,18 @@ async fn provoke_http(error: HttpError) -> (u16, String) {
             )
             .await
         }
+        HttpError::TokenRevoked => {
+            let mut config = token_config();
+            config.service.key = KEY.into();
+            let token = mint(&config, "alice", None, HOUR);
+            let server = start(config).await;
+            let headers = [("X-Api-Key", KEY)];
+            // Issued in this second: revoked by a revocation of the next one.
+            let before = serde_json::json!({"before": now_secs() + 1});
+            let path = "/api/v1/users/alice/revoke";
+            call(&server, "POST", path, &headers, Some(before)).await;
+            upgrade(&format!("{}?token={token}", server.url("alice", "p")), &[]).await
+        }
         HttpError::OriginForbidden => {
             let server = start(test_config()).await;
             let origin = [("origin", "https://evil.example")];

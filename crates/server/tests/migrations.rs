@@ -26,6 +26,8 @@ async fn a_database_of_the_first_schema_is_upgraded(backend: Backend) {
         ],
     };
     for statement in conversations.iter().copied().chain([
+        "DROP TABLE revoked_users",
+        "DROP TABLE revoked_tokens",
         "DROP TABLE conversations",
         "DROP TABLE conversation_settings",
         "DROP TABLE hidden_entries",
@@ -96,4 +98,12 @@ async fn a_database_of_the_first_schema_is_upgraded(backend: Backend) {
             .len(),
         1
     );
+
+    // 0004_revocations: revocations are kept.
+    let revoked = store::Revocation::User {
+        user: "m".into(),
+        before: 100,
+    };
+    store.revoke(&revoked).await.unwrap();
+    assert_eq!(store.revocations(0).await.unwrap(), [revoked]);
 }

@@ -12,6 +12,7 @@ use natter::store::{self, Appended, Group, Role, Store, Stream};
 use natter_protocol::{Msg, msg_type};
 
 on_both_stores!(
+    revocations_keep_the_latest_time_and_forget_expired_tokens,
     seq_and_send_seq_are_dense_per_user_across_batches,
     a_resend_is_the_original_in_a_later_batch_or_the_same_one,
     pages_of_both_streams_are_in_order_and_complete,
@@ -465,4 +466,32 @@ async fn pages_are_bounded_in_bytes_and_still_cover_the_stream(backend: Backend)
         let want: Vec<String> = (1..=12).map(|n| format!("{n:02}")).collect();
         assert_eq!(seen, want, "{stream:?}");
     }
+}
+
+async fn revocations_keep_the_latest_time_and_forget_expired_tokens(backend: Backend) {
+    use store::Revocation;
+    let (store, _config) = open(backend).await;
+    let user = |before| Revocation::User {
+        user: "u".into(),
+        before,
+    };
+    let token = |jti: &str, expires_at| Revocation::Token {
+        jti: jti.into(),
+        expires_at,
+    };
+    for r in [
+        user(100),
+        user(50),
+        token("a", 20),
+        token("a", 10),
+        token("b", 5),
+    ] {
+        store.revoke(&r).await.unwrap();
+    }
+    let mut now = store.revocations(6).await.unwrap();
+    now.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(now, [token("a", 20), user(100)]);
+    // Gone for good once expired, even for a later reader.
+    assert_eq!(store.revocations(21).await.unwrap(), [user(100)]);
+    assert_eq!(store.revocations(0).await.unwrap(), [user(100)]);
 }

@@ -5,6 +5,7 @@
 //! key configured the server is in development mode: the path's user id is taken as is, and the
 //! config refuses that anywhere but on a loopback address.
 
+mod revoked;
 mod transport;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use jsonwebtoken::{
 use natter_protocol::HttpError;
 use serde::{Deserialize, Serialize};
 
+pub use self::revoked::{Revocation, Revoked, TokenTag};
 pub use self::transport::{BEARER_PROTOCOL_PREFIX, PROTOCOL, origin_allowed, token_from_request};
 use crate::config::{AuthConfig, MIN_SECRET_LEN, TokenAlgorithm};
 
@@ -43,6 +45,9 @@ pub struct Claims {
     /// Binds the token to one platform id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// The token's id: what revokes this one token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// An authenticated connection's identity.
@@ -51,6 +56,18 @@ pub struct Identity {
     pub user: String,
     /// When the token expires (Unix seconds); `None` in development mode.
     pub expires_at: Option<u64>,
+    /// What revocations look at; `None` in development mode (no token).
+    pub token: Option<TokenTag>,
+}
+
+impl Identity {
+    fn development(user: &str) -> Identity {
+        Identity {
+            user: user.to_owned(),
+            expires_at: None,
+            token: None,
+        }
+    }
 }
 
 /// Why a connection was refused before the upgrade (HTTP 401).
@@ -66,6 +83,7 @@ pub enum AuthError {
     BadAudience,
     UserMismatch,
     PlatformMismatch,
+    Revoked,
 }
 
 impl AuthError {
@@ -81,6 +99,7 @@ impl AuthError {
             AuthError::BadAudience => HttpError::TokenBadAudience,
             AuthError::UserMismatch => HttpError::TokenUserMismatch,
             AuthError::PlatformMismatch => HttpError::TokenPlatformMismatch,
+            AuthError::Revoked => HttpError::TokenRevoked,
         }
     }
 
@@ -97,6 +116,7 @@ impl AuthError {
             AuthError::BadAudience => "the token's aud does not include the configured audience",
             AuthError::UserMismatch => "the token's sub is not the user id in the URL",
             AuthError::PlatformMismatch => "the token is bound to another platform",
+            AuthError::Revoked => "the token was revoked: ask the app for a new one",
         }
     }
 }
@@ -122,6 +142,9 @@ enum Mode {
 
 pub struct Auth {
     mode: Mode,
+    /// The revoked tokens: `verify` refuses them.
+    pub revoked: Revoked,
+    leeway_secs: u64,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -147,6 +170,8 @@ impl Auth {
         if !config.token_required() {
             return Ok(Auth {
                 mode: Mode::Development,
+                revoked: Revoked::default(),
+                leeway_secs: config.leeway.as_secs(),
                 issuer,
                 audience,
             });
@@ -193,9 +218,16 @@ impl Auth {
                 encoding,
                 validation: Box::new(validation),
             },
+            revoked: Revoked::default(),
+            leeway_secs: config.leeway.as_secs(),
             issuer,
             audience,
         })
+    }
+
+    /// How long past `exp` (and before `nbf`) a token is still accepted.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
     }
 
     pub fn is_development(&self) -> bool {
@@ -213,10 +245,7 @@ impl Auth {
             let user = dev_user
                 .filter(|u| !u.is_empty())
                 .ok_or(AuthError::Missing)?;
-            return Ok(Identity {
-                user: user.to_owned(),
-                expires_at: None,
-            });
+            return Ok(Identity::development(user));
         }
         let Some(sub) = token.and_then(unverified_sub) else {
             return Err(if token.is_some() {
@@ -241,10 +270,7 @@ impl Auth {
             ..
         } = &self.mode
         else {
-            return Ok(Identity {
-                user: user.to_owned(),
-                expires_at: None,
-            });
+            return Ok(Identity::development(user));
         };
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         let claims = decode::<Claims>(token, decoding, validation)
@@ -263,9 +289,17 @@ impl Auth {
         if !platform.is_empty() && claims.platform.as_deref().is_some_and(|p| p != platform) {
             return Err(AuthError::PlatformMismatch);
         }
+        let tag = TokenTag {
+            issued_at: claims.iat,
+            jti: claims.jti.map(Into::into),
+        };
+        if self.revoked.covers(&claims.sub, &tag) {
+            return Err(AuthError::Revoked);
+        }
         Ok(Identity {
             user: claims.sub,
             expires_at: Some(claims.exp),
+            token: Some(tag),
         })
     }
 
@@ -292,6 +326,7 @@ impl Auth {
             aud: self.audience.clone().map(Audience::One),
             nbf: None,
             platform: platform.map(str::to_owned),
+            jti: Some(new_jti()),
         };
         encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| MintError::Sign(e.to_string()))
@@ -306,6 +341,13 @@ pub enum MintError {
     NoSecret,
     #[error("signing failed: {0}")]
     Sign(String),
+}
+
+/// A fresh token id: unique, not secret (a UUIDv7, like a message's `server_id`).
+fn new_jti() -> String {
+    crate::ids::message_id(crate::clock::now_millis())
+        .simple()
+        .to_string()
 }
 
 /// The `sub` of a JWT, read without checking anything: only to know which user to verify the

@@ -12,6 +12,9 @@
 //!   expire by themselves.
 //! - **Relogin**: a new connection publishes a kick on its user's channel; the node holding the
 //!   same user and platform closes that connection with 4001.
+//! - **Revocation**: a revoked token is published on `{prefix}:groups` (every node listens);
+//!   each node adds it to its list and closes what it covers (4002). The store has the list,
+//!   reloaded every 30 s, so a node that missed the message catches up.
 //! - **Guarantee**: live push across nodes is at most once (a publish while Redis is away is
 //!   dropped). Nothing acknowledged is lost: every message is committed to PostgreSQL before its
 //!   ack, and a device gets whatever it missed by syncing from its last `seq`.
@@ -26,6 +29,7 @@ use tokio::sync::mpsc;
 
 use self::tasks::{presence_loop, publish_loop, subscribe_loop};
 use crate::{
+    auth::{Auth, Revocation},
     config::ClusterConfig,
     groups::Groups,
     hub::Hub,
@@ -64,6 +68,11 @@ enum Envelope {
     },
     /// `group`'s membership changed: drop it from the cache.
     Members { node: String, group: String },
+    /// Tokens were revoked: add it to the list, close the connections it covers (4002).
+    Revoked {
+        node: String,
+        revocation: Revocation,
+    },
 }
 
 impl Envelope {
@@ -72,7 +81,8 @@ impl Envelope {
             Envelope::Deliver { node, .. }
             | Envelope::Group { node, .. }
             | Envelope::Kick { node, .. }
-            | Envelope::Members { node, .. } => node,
+            | Envelope::Members { node, .. }
+            | Envelope::Revoked { node, .. } => node,
         }
     }
 }
@@ -134,6 +144,7 @@ impl Cluster {
     /// Connects to Redis and starts the publisher, the subscriber and the presence refresher.
     pub async fn start(
         config: &ClusterConfig,
+        auth: Arc<Auth>,
         hub: Arc<Hub>,
         groups: Arc<Groups>,
         channels: metrics::Gauge,
@@ -156,6 +167,7 @@ impl Cluster {
         tokio::spawn(subscribe_loop(
             client,
             cluster.clone(),
+            auth,
             hub.clone(),
             groups,
             subscriptions_rx,
@@ -218,6 +230,15 @@ impl Cluster {
             node: self.node.clone(),
             group: group.to_owned(),
             frame: frame.as_str().to_owned(),
+        };
+        self.send(self.groups_channel(), &envelope);
+    }
+
+    /// Tells the other nodes of a revocation.
+    pub fn revoked(&self, revocation: &Revocation) {
+        let envelope = Envelope::Revoked {
+            node: self.node.clone(),
+            revocation: revocation.clone(),
         };
         self.send(self.groups_channel(), &envelope);
     }

@@ -44,6 +44,7 @@ pub(super) async fn publish_loop(
 pub(super) async fn subscribe_loop(
     client: redis::Client,
     cluster: Arc<Cluster>,
+    auth: Arc<Auth>,
     hub: Arc<Hub>,
     groups: Arc<Groups>,
     mut commands: mpsc::Receiver<Subscription>,
@@ -106,7 +107,7 @@ pub(super) async fn subscribe_loop(
                     let Some(msg) = msg else { break };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     match serde_json::from_str::<Envelope>(&payload) {
-                        Ok(envelope) => dispatch(&cluster, &hub, &groups, envelope).await,
+                        Ok(envelope) => dispatch(&cluster, &auth, &hub, &groups, envelope).await,
                         Err(e) => tracing::warn!(error = %e, "cluster: unreadable message"),
                     }
                 }
@@ -117,7 +118,7 @@ pub(super) async fn subscribe_loop(
     }
 }
 
-async fn dispatch(cluster: &Cluster, hub: &Hub, groups: &Groups, envelope: Envelope) {
+async fn dispatch(cluster: &Cluster, auth: &Auth, hub: &Hub, groups: &Groups, envelope: Envelope) {
     if envelope.node() == cluster.node {
         return;
     }
@@ -155,6 +156,9 @@ async fn dispatch(cluster: &Cluster, hub: &Hub, groups: &Groups, envelope: Envel
             user, platform, at, ..
         } => hub.close_platform(&user, &platform, CloseCode::Replaced, at),
         Envelope::Members { group, .. } => groups.forget(&group),
+        Envelope::Revoked { revocation, .. } => {
+            crate::revoke::apply(auth, hub, &revocation);
+        }
     }
 }
 

@@ -80,9 +80,21 @@ impl Session {
         let limits = &state.config.limits;
         let outbox = Arc::new(Outbox::new(limits.outbound_queue, limits.outbound_bytes));
         let joined_at = crate::clock::now_micros();
-        let conn = state
-            .hub
-            .register(&user, &platform, outbox.clone(), joined_at);
+        let conn = state.hub.register(
+            &user,
+            &platform,
+            outbox.clone(),
+            joined_at,
+            identity.token.clone(),
+        );
+        // A revocation made since the token was checked either closed it in the hub just now,
+        // or is seen here.
+        if identity
+            .token
+            .is_some_and(|t| state.auth.revoked.covers(&user, &t))
+        {
+            outbox.close(CloseCode::BadToken);
+        }
         if state.sessions.is_shutting_down() {
             outbox.close(CloseCode::GoingAway);
         }
@@ -306,6 +318,9 @@ impl Session {
         {
             Ok(identity) => {
                 self.expiry = expiry_timer(identity.expires_at);
+                self.state
+                    .hub
+                    .set_token(&self.user, self.conn, identity.token);
                 self.reply(&Msg {
                     send_id: self.user.clone(),
                     receiver_id: self.user.clone(),

@@ -97,6 +97,18 @@ pub const ROUTES: &[Route] = &[
         Service,
         "Close every connection of a user (4006)",
     ),
+    route(
+        "post",
+        "/api/v1/users/{user_id}/revoke",
+        Service,
+        "Revoke a user's tokens issued before a time; their connections close (4002)",
+    ),
+    route(
+        "post",
+        "/api/v1/tokens/revoke",
+        Service,
+        "Revoke one token by its jti; its connections close (4002)",
+    ),
     route("post", "/api/v1/groups", User, "Create a group"),
     route("get", "/api/v1/groups", User, "The caller's groups"),
     route(

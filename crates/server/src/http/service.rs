@@ -1,7 +1,7 @@
 //! The server API, for the app's backend: authenticated by `service.key` (the `X-Api-Key`
 //! header), never by a user's token. Send a message as any user (`POST /api/v1/messages`: the
 //! WebSocket's path, so the same checks, idempotency, storage and ack), list a user's devices,
-//! disconnect a user's sessions; and every user route (groups, invitations, conversations) on
+//! disconnect a user's sessions, revoke tokens; and every user route (groups, invitations, conversations) on
 //! behalf of the user named by `X-As-User` (see `Caller`).
 
 use axum::{
@@ -11,6 +11,7 @@ use axum::{
     routing::{get, post},
 };
 use natter_protocol::{CloseCode, ErrorReason, HttpError, Msg, decode_client_msg};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -20,7 +21,8 @@ use super::{
     platforms_of, valid_user,
 };
 use crate::{
-    clock::now_micros,
+    auth::Revocation,
+    clock::{now_micros, now_secs},
     config::Config,
     delivery::{Refusal, Reply},
     messaging::Origin,
@@ -31,6 +33,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/users/{user_id}/devices", get(devices))
         .route("/api/v1/users/{user_id}/disconnect", post(disconnect))
+        .route("/api/v1/users/{user_id}/revoke", post(revoke_user))
+        .route("/api/v1/tokens/revoke", post(revoke_token))
 }
 
 /// The header carrying the server API's key.
@@ -152,4 +156,78 @@ async fn disconnect(
         cluster.disconnect(&user, at);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeUser {
+    /// Tokens issued before this (Unix seconds) are revoked; now if absent.
+    before: Option<u64>,
+}
+
+impl ApiBody for RevokeUser {}
+
+/// `POST /api/v1/users/{id}/revoke` with `{"before": secs}` (or `{}`: now): every token of the
+/// user issued before then is refused from now on, and the connections holding one close with
+/// 4002, on every node. Tokens issued since still work (sign new ones with `iat` ≥ `before`).
+async fn revoke_user(
+    State(state): State<AppState>,
+    _: Service,
+    Path(user): Path<String>,
+    Body(body): Body<RevokeUser>,
+) -> Result<Json<Value>, ApiError> {
+    valid_user(&user, "user id")?;
+    let before = body.before.unwrap_or_else(now_secs);
+    apply(
+        &state,
+        Revocation::User {
+            user: user.clone(),
+            before,
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "user_id": user, "before": before })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeToken {
+    jti: String,
+    /// The token's `exp` (Unix seconds): the revocation is kept until then.
+    expires_at: u64,
+}
+
+impl ApiBody for RevokeToken {}
+
+/// `POST /api/v1/tokens/revoke` with `{"jti", "expires_at"}`: the token with that `jti` is
+/// refused from now on and the connections holding it close with 4002, on every node.
+async fn revoke_token(
+    State(state): State<AppState>,
+    _: Service,
+    Body(body): Body<RevokeToken>,
+) -> Result<Json<Value>, ApiError> {
+    natter_protocol::ids::check_id(&body.jti)
+        .map_err(|why| ApiError::new(HttpError::InvalidRequest, format!("jti {why}")))?;
+    let RevokeToken { jti, expires_at } = body;
+    apply(
+        &state,
+        Revocation::Token {
+            jti: jti.clone(),
+            expires_at,
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "jti": jti, "expires_at": expires_at })))
+}
+
+async fn apply(state: &AppState, r: Revocation) -> Result<(), ApiError> {
+    crate::revoke::revoke(
+        &state.auth,
+        &state.hub,
+        state.store.as_ref(),
+        state.cluster.as_ref(),
+        r,
+    )
+    .await?;
+    Ok(())
 }

@@ -17,6 +17,7 @@ mod batch;
 pub mod conv;
 mod group_sql;
 mod postgres;
+mod revoked;
 mod sqlite;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -29,6 +30,7 @@ use crate::config::{StorageBackend, StorageConfig};
 use conv::{ListParts, ListScope, Settings};
 
 pub use postgres::PostgresStore;
+pub use revoked::Revocation;
 pub use sqlite::{SqliteStore, Tuning};
 
 /// What happened to one message of a batch.
@@ -365,6 +367,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         seq: i64,
         except: &'a str,
     ) -> BoxFuture<'a, Result<i64, StoreError>>;
+
+    /// Records a token revocation.
+    fn revoke<'a>(&'a self, r: &'a Revocation) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Every revocation in force at `now` (Unix seconds); forgets those of tokens that expired.
+    fn revocations(&self, now: u64) -> BoxFuture<'_, Result<Vec<Revocation>, StoreError>>;
 
     /// Appends the store's own metrics (Prometheus text) to `out`.
     fn render_metrics(&self, out: &mut String);

@@ -23,6 +23,7 @@ use super::{
     conv::{ConvSql, ListParts, ListScope, Settings, apply_change, change_target, changes},
     group_sql::GroupSql,
     migrator,
+    revoked::{Revocation, RevokedSql},
 };
 
 const COLUMNS: &str = "server_id, send_id, receiver_id, local_id, seq, send_seq, msg_type, \
@@ -51,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "conversations",
         include_str!("../../migrations/postgres/0003_conversations.sql"),
+    ),
+    (
+        4,
+        "revocations",
+        include_str!("../../migrations/postgres/0004_revocations.sql"),
     ),
 ];
 
@@ -591,6 +597,14 @@ impl Store for PostgresStore {
         pairs: &'a [(String, String)],
     ) -> BoxFuture<'a, Result<std::collections::HashSet<(String, String)>, StoreError>> {
         Box::pin(async move { Conv::muted(&mut *self.conn().await?, pairs).await })
+    }
+
+    fn revoke<'a>(&'a self, r: &'a Revocation) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { RevokedSql::<Postgres>::add(&mut *self.conn().await?, r).await })
+    }
+
+    fn revocations(&self, now: u64) -> BoxFuture<'_, Result<Vec<Revocation>, StoreError>> {
+        Box::pin(async move { RevokedSql::<Postgres>::load(&mut *self.conn().await?, now).await })
     }
 
     fn read_count<'a>(

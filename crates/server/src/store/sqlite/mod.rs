@@ -58,6 +58,7 @@ use super::{
     conv::{ConvSql, ListParts, ListScope, Settings},
     group_sql::GroupSql,
     migrator,
+    revoked::{Revocation, RevokedSql},
 };
 use crate::metrics::LatencyHistogram;
 
@@ -76,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "conversations",
         include_str!("../../../migrations/sqlite/0003_conversations.sql"),
+    ),
+    (
+        4,
+        "revocations",
+        include_str!("../../../migrations/sqlite/0004_revocations.sql"),
     ),
 ];
 
@@ -479,6 +485,14 @@ impl Store for SqliteStore {
         pairs: &'a [(String, String)],
     ) -> BoxFuture<'a, Result<std::collections::HashSet<(String, String)>, StoreError>> {
         Box::pin(async move { Conv::muted(&mut *self.pool.acquire().await?, pairs).await })
+    }
+
+    fn revoke<'a>(&'a self, r: &'a Revocation) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { RevokedSql::<Sqlite>::add(&mut *self.writer().await, r).await })
+    }
+
+    fn revocations(&self, now: u64) -> BoxFuture<'_, Result<Vec<Revocation>, StoreError>> {
+        Box::pin(async move { RevokedSql::<Sqlite>::load(&mut *self.writer().await, now).await })
     }
 
     fn read_count<'a>(
