@@ -3,42 +3,14 @@
 // Set NATTER_SCREENSHOTS=DIR to keep screenshots (docs/screenshots holds the README's).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { startServer, stopServer } from "./server.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.NATTER_BIN || join(here, "../../target/debug/natter");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const shots = process.env.NATTER_SCREENSHOTS || mkdtempSync(join(tmpdir(), "natter-shots-"));
-
-function startServer(listen, dataDir) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ["serve", "--listen", listen], {
-      env: { ...process.env, NATTER__STORAGE__PATH: dataDir, RUST_LOG: "info" },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let buffered = "";
-    const timer = setTimeout(() => reject(new Error("server did not start")), 15000);
-    child.stdout.on("data", (chunk) => {
-      buffered += chunk;
-      const m = buffered.match(/addr=(\S+)/);
-      if (m && timer) { clearTimeout(timer); resolve({ child, addr: m[1] }); }
-    });
-    child.on("exit", (code) => reject(new Error("server exited " + code)));
-  });
-}
-
-function stopServer(child, signal = "SIGTERM") {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once("exit", resolve);
-    child.kill(signal);
-  });
-}
 
 const AB = "d:alice:bob";
 

@@ -40,6 +40,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route("/api/v1/users/{user_id}/online", get(online))
         .route("/", get(web_page))
+        .route("/sdk/natter.js", get(sdk))
+        .route("/sdk/natter.d.ts", get(sdk_types))
         .merge(groups::routes())
         .merge(conversations::routes())
         .merge(service::routes())
@@ -48,6 +50,34 @@ pub fn routes() -> Router<AppState> {
 /// `GET /`: the web chat page, compiled into the binary.
 async fn web_page() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../../../../web/index.html"))
+}
+
+/// `GET /sdk/natter.js`: the JavaScript SDK (an ES module), compiled into the binary.
+async fn sdk() -> impl axum::response::IntoResponse {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../../web/sdk/natter.js"),
+    )
+}
+
+/// `GET /sdk/natter.d.ts`: the SDK's TypeScript declarations.
+async fn sdk_types() -> impl axum::response::IntoResponse {
+    static_file(
+        "application/typescript; charset=utf-8",
+        include_str!("../../../../web/sdk/natter.d.ts"),
+    )
+}
+
+/// A file of the binary; browsers check for a newer one each time (it changes with the server).
+fn static_file(
+    content_type: &'static str,
+    body: &'static str,
+) -> impl axum::response::IntoResponse {
+    use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+    (
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
+        body,
+    )
 }
 
 /// `GET /api/v1/users/{id}/online`: whether the user has a device connected, and on which

@@ -49,6 +49,18 @@ pub const ROUTES: &[Route] = &[
     route("get", "/", Public, "The web chat page"),
     route(
         "get",
+        "/sdk/natter.js",
+        Public,
+        "The JavaScript SDK (an ES module)",
+    ),
+    route(
+        "get",
+        "/sdk/natter.d.ts",
+        Public,
+        "The JavaScript SDK's TypeScript declarations",
+    ),
+    route(
+        "get",
         "/healthz",
         Public,
         "Whether the node serves (503 while it stops)",
