@@ -548,8 +548,16 @@ export class Natter {
     do {
       const page = await this.conversations({ limit: 200, cursor });
       for (const l of page.conversations) {
+        // What arrived while the page was on its way is newer than the page.
         const had = this.chats.get(l.conv_id);
-        this.chats.set(l.conv_id, { ...l, read_seq: Math.max(l.read_seq, had?.read_seq || 0) });
+        const chat = { ...l };
+        if (had) {
+          if (had.last_seq > l.last_seq) Object.assign(chat, { last: had.last, last_seq: had.last_seq, activity: had.activity });
+          chat.read_seq = Math.max(l.read_seq, had.read_seq);
+          if (chat.kind === "direct") chat.peer_read_seq = Math.max(l.peer_read_seq || 0, had.peer_read_seq || 0);
+          chat.unread = Math.max(0, chat.last_seq - chat.read_seq);
+        }
+        this.chats.set(l.conv_id, chat);
       }
       cursor = page.next;
     } while (cursor);
