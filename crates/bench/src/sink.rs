@@ -32,39 +32,32 @@ pub(crate) async fn push_sink(
         while let Ok((mut socket, _)) = listener.accept().await {
             let (count, posts, started) = (count.clone(), posts.clone(), started.clone());
             tokio::spawn(async move {
+                // Requests one after another on the connection (keep-alive), as a web
+                // framework serves them.
                 let mut raw = Vec::new();
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
-                    let Ok(n) = socket.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    raw.extend_from_slice(&buf[..n]);
-                    let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    let Some(end) = request_end(&raw) else {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => raw.extend_from_slice(&buf[..n]),
+                        }
                         continue;
                     };
-                    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if raw.len() >= head_end + 4 + length {
-                        break;
+                    started.get_or_init(Instant::now);
+                    let body = String::from_utf8_lossy(&raw[..end]);
+                    count.fetch_add(
+                        body.matches("\"receiver\"").count() as u64,
+                        Ordering::Relaxed,
+                    );
+                    posts.fetch_add(1, Ordering::Relaxed);
+                    raw.drain(..end);
+                    let answer: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                        Content-Length: 18\r\n\r\n{\"action\":\"allow\"}";
+                    if socket.write_all(answer).await.is_err() {
+                        return;
                     }
                 }
-                started.get_or_init(Instant::now);
-                let body = String::from_utf8_lossy(&raw);
-                count.fetch_add(
-                    body.matches("\"receiver\"").count() as u64,
-                    Ordering::Relaxed,
-                );
-                posts.fetch_add(1, Ordering::Relaxed);
-                let answer: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                    Content-Length: 18\r\nConnection: close\r\n\r\n{\"action\":\"allow\"}";
-                let _ = socket.write_all(answer).await;
             });
         }
     });
@@ -87,4 +80,17 @@ pub(crate) async fn push_sink(
         batches.load(Ordering::Relaxed)
     );
     Ok(())
+}
+
+/// Where the first complete request in `raw` ends (head and `Content-Length` body).
+fn request_end(raw: &[u8]) -> Option<usize> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let end = head_end + 4 + length;
+    (raw.len() >= end).then_some(end)
 }

@@ -11,8 +11,15 @@ use serde::Deserialize;
 use crate::{
     config::{BeforeSendConfig, HookFailure},
     delivery::Refusal,
-    push::signed_post,
+    webhook::Webhook,
 };
+
+/// The hook, when `webhooks.before_send.url` is set.
+#[derive(Debug)]
+pub struct BeforeSend {
+    config: BeforeSendConfig,
+    webhook: Webhook,
+}
 
 /// The backend's answer.
 #[derive(Debug, Deserialize)]
@@ -28,8 +35,27 @@ enum Answer {
     },
 }
 
-/// Asks the backend about `msg`; on `Ok` the message goes on (its content perhaps replaced).
-pub async fn before_send(config: &BeforeSendConfig, msg: &mut Msg) -> Result<(), Refusal> {
+impl BeforeSend {
+    /// The hook of `config`; `None` when it is off.
+    pub fn new(config: &BeforeSendConfig) -> Option<BeforeSend> {
+        (!config.url.is_empty()).then(|| BeforeSend {
+            config: config.clone(),
+            webhook: Webhook::new(&config.url, &config.secret),
+        })
+    }
+
+    /// Asks the backend about `msg`; on `Ok` the message goes on (its content perhaps
+    /// replaced).
+    pub async fn ask(&self, msg: &mut Msg) -> Result<(), Refusal> {
+        before_send(&self.config, &self.webhook, msg).await
+    }
+}
+
+async fn before_send(
+    config: &BeforeSendConfig,
+    webhook: &Webhook,
+    msg: &mut Msg,
+) -> Result<(), Refusal> {
     let body = serde_json::json!({ "message": msg }).to_string();
     let failed = |why: String| match config.on_failure {
         HookFailure::Allow => {
@@ -41,12 +67,7 @@ pub async fn before_send(config: &BeforeSendConfig, msg: &mut Msg) -> Result<(),
             format!("the backend could not be asked ({why}); try again"),
         )),
     };
-    let answer = match tokio::time::timeout(
-        config.timeout,
-        signed_post(&config.url, &config.secret, &body),
-    )
-    .await
-    {
+    let answer = match tokio::time::timeout(config.timeout, webhook.post(&body)).await {
         Err(_) => return failed("no answer in time".into()),
         Ok(Err(e)) => return failed(e.to_string()),
         Ok(Ok((status, _))) if !(200..300).contains(&status) => {

@@ -33,6 +33,7 @@
 //! - [`outbox`]: the bounded per-connection queue between the hub and a session.
 //! - [`push`]: the offline push webhook (batched, signed, retried, bounded).
 //! - [`hook`]: the before-send webhook.
+//! - [`webhook`]: the webhooks' HTTP client: signed POSTs over kept-open connections.
 //! - [`http`]: `/healthz`, `/metrics`, and the HTTP API (`/api/v1/...`).
 //! - [`metrics`]: the Prometheus recorder and the handles used on the hot path.
 //!
@@ -63,6 +64,7 @@ pub mod sequencer;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod webhook;
 
 pub use config::Config;
 pub use server::Server;

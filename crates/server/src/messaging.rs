@@ -46,7 +46,7 @@ pub struct Messaging {
     /// `messages.edit_window`.
     edit_window: Duration,
     /// `webhooks.before_send`, when it is on.
-    before_send: Option<BeforeSendConfig>,
+    before_send: Option<crate::hook::BeforeSend>,
 }
 
 impl Messaging {
@@ -64,7 +64,7 @@ impl Messaging {
             groups,
             store,
             edit_window,
-            before_send: (!before_send.url.is_empty()).then(|| before_send.clone()),
+            before_send: crate::hook::BeforeSend::new(before_send),
         }
     }
 
@@ -249,7 +249,7 @@ impl Messaging {
         if let Some(hook) = &self.before_send
             && msg.msg_type != msg_type::READ
         {
-            crate::hook::before_send(hook, &mut msg).await?;
+            hook.ask(&mut msg).await?;
         }
         if to_group {
             // Groups need storage: `group_audience` refuses without it.

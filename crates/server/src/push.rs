@@ -9,27 +9,19 @@
 //! one JSON array, signed, retrying with backoff. In a cluster only the node that committed a
 //! message offers it, so each notification is sent once.
 //!
-//! Signature: `X-Natter-Timestamp` (Unix seconds) and `X-Natter-Signature: v1=<hex>`, the
-//! HMAC-SHA256 under `webhooks.push.secret` of `<timestamp>.<body>`; a receiver recomputes it
-//! and refuses old timestamps (replays).
+//! Signed and sent by [`crate::webhook`] (`webhooks.push.secret`), over kept-open connections.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use hmac::{Hmac, Mac};
 use natter_protocol::{Msg, conversation, msg_type};
-use sha2::Sha256;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    sync::mpsc,
-};
+use tokio::sync::mpsc;
 
 use crate::{
-    clock::{now_millis, now_secs},
     cluster::Cluster,
     config::PushConfig,
     metrics::Metrics,
     store::{Store, conv::preview},
+    webhook::Webhook,
 };
 
 /// One notification: a message that waits for a user with no device connected.
@@ -74,6 +66,7 @@ impl Push {
         });
         let sender = Sender {
             config: config.clone(),
+            webhook: Webhook::new(&config.url, &config.secret),
             waiting,
             store,
             metrics,
@@ -129,6 +122,7 @@ fn wanted(msg: &Msg) -> bool {
 /// The task that sends the queue's notifications.
 pub struct Sender {
     config: PushConfig,
+    webhook: Webhook,
     waiting: mpsc::Receiver<Notification>,
     store: Option<Arc<dyn Store>>,
     metrics: Arc<Metrics>,
@@ -206,12 +200,13 @@ impl Sender {
         };
         let mut backoff = Duration::from_millis(200);
         for attempt in 1..=self.config.attempts.max(1) {
-            match tokio::time::timeout(self.config.timeout, post(&self.config, &body)).await {
-                Ok(Ok(status)) if (200..300).contains(&status) => {
+            let post = self.webhook.post(&body);
+            match tokio::time::timeout(self.config.timeout, post).await {
+                Ok(Ok((status, _))) if (200..300).contains(&status) => {
                     self.metrics.push_sent.increment(batch.len() as u64);
                     return;
                 }
-                Ok(Ok(status)) => {
+                Ok(Ok((status, _))) => {
                     tracing::warn!(status, attempt, "the push webhook refused a batch")
                 }
                 Ok(Err(e)) => {
@@ -232,74 +227,4 @@ impl Sender {
             .push_dropped_failed
             .increment(batch.len() as u64);
     }
-}
-
-/// The signature headers' values of `body` sent at `timestamp`.
-pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(format!("{timestamp}.").as_bytes());
-    mac.update(body.as_bytes());
-    let bytes = mac.finalize().into_bytes();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("v1={hex}")
-}
-
-/// One POST of `body` to `webhooks.push.url` (`http://host[:port]/path`); its status.
-async fn post(config: &PushConfig, body: &str) -> std::io::Result<u16> {
-    signed_post(&config.url, &config.secret, body)
-        .await
-        .map(|(status, _)| status)
-}
-
-/// Most bytes of a webhook's answer that are read.
-const ANSWER_BYTES: usize = 64 * 1024;
-
-/// POSTs `body` to `url` (`http://host[:port]/path`), signed with `secret` (see the module's
-/// note); the answer's status and body (at most [`ANSWER_BYTES`]).
-pub(crate) async fn signed_post(
-    url: &str,
-    secret: &str,
-    body: &str,
-) -> std::io::Result<(u16, String)> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_owned());
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("a webhook's url is http://host:port/path"))?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let address = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:80")
-    };
-    let timestamp = now_secs();
-    let mut stream = TcpStream::connect(address).await?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\
-         X-Natter-Timestamp: {timestamp}\r\nX-Natter-Signature: {}\r\n\
-         X-Natter-Sent-At: {}\r\n\r\n{body}",
-        body.len(),
-        signature(secret, timestamp, body),
-        now_millis(),
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::new();
-    (&mut stream)
-        .take(ANSWER_BYTES as u64)
-        .read_to_end(&mut answer)
-        .await?;
-    let text = String::from_utf8_lossy(&answer);
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("not an HTTP response"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }

@@ -51,7 +51,7 @@ async fn backend() -> String {
                 };
                 let timestamp: u64 = header("X-Natter-Timestamp").parse().unwrap();
                 let signed = header("X-Natter-Signature")
-                    == natter::push::signature(SECRET, timestamp, &body);
+                    == natter::webhook::signature(SECRET, timestamp, &body);
                 let msg: Value = serde_json::from_str(&body).unwrap();
                 let content = msg["message"]["content"].as_str().unwrap_or_default();
                 let answer = if !signed {

@@ -96,7 +96,7 @@ impl Receiver {
                 let timestamp: u64 = header("X-Natter-Timestamp").parse().unwrap();
                 assert_eq!(
                     header("X-Natter-Signature"),
-                    natter::push::signature(SECRET, timestamp, &body)
+                    natter::webhook::signature(SECRET, timestamp, &body)
                 );
                 let body: Value = serde_json::from_str(&body).unwrap();
                 return body["notifications"].as_array().unwrap().clone();
