@@ -21,7 +21,7 @@ export function startServer(listen, dir, env = {}) {
       stdio: ["ignore", "pipe", "inherit"],
     });
     let buffered = "";
-    const timer = setTimeout(() => reject(new Error("server did not start")), 15000);
+    const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error("server did not start")); }, 15000);
     child.stdout.on("data", (chunk) => {
       buffered += chunk;
       const m = buffered.match(/addr=(\S+)/);

@@ -80,6 +80,13 @@ impl Delivery {
         let _ = self.push.set(push);
     }
 
+    /// `user` muted or unmuted a conversation (the push webhook reads it again).
+    pub fn muted_changed(&self, user: &str) {
+        if let Some(push) = self.push.get() {
+            push.muted_changed(user);
+        }
+    }
+
     pub fn set_cluster(&self, cluster: Arc<Cluster>) {
         let _ = self.cluster.set(cluster);
     }

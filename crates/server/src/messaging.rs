@@ -84,6 +84,9 @@ impl Messaging {
             content: change.to_string(),
             ..Msg::default()
         };
+        if change.get("muted").is_some() {
+            self.delivery.muted_changed(user);
+        }
         stamp(&mut msg);
         msg.conv_id = conv_id.to_owned();
         self.delivery.live(user, &msg, skip);

@@ -11,7 +11,11 @@
 //!
 //! Signed and sent by [`crate::webhook`] (`webhooks.push.secret`), over kept-open connections.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use natter_protocol::{Msg, conversation, msg_type};
 use tokio::sync::mpsc;
@@ -40,12 +44,23 @@ pub struct Notification {
     pub send_time: i64,
 }
 
+/// How long what a user muted is trusted before it is read again. A mute made on this node is
+/// seen at once ([`Push::muted_changed`]); one made on another node of a cluster within this.
+pub const MUTED_TTL: Duration = Duration::from_secs(5);
+/// Users whose muted conversations are held; beyond it the old ones are forgotten.
+const MUTED_USERS: usize = 100_000;
+
+/// What the receivers muted, read from the store at most every [`MUTED_TTL`] per user.
+#[derive(Debug, Default)]
+struct MutedCache(HashMap<String, (Instant, HashSet<String>)>);
+
 /// The webhook's queue; cheap to share.
 #[derive(Debug)]
 pub struct Push {
     queue: mpsc::Sender<Notification>,
     preview_bytes: usize,
     metrics: Arc<Metrics>,
+    muted: Arc<Mutex<MutedCache>>,
 }
 
 impl Push {
@@ -59,19 +74,31 @@ impl Push {
             return None;
         }
         let (queue, waiting) = mpsc::channel(config.queue.max(1));
+        let muted = Arc::new(Mutex::new(MutedCache::default()));
         let push = Arc::new(Push {
             queue,
             preview_bytes: config.preview_bytes,
             metrics: metrics.clone(),
+            muted: muted.clone(),
         });
         let sender = Sender {
             config: config.clone(),
             webhook: Webhook::new(&config.url, &config.secret),
+            muted,
             waiting,
             store,
             metrics,
         };
         Some((push, sender))
+    }
+
+    /// `user` muted or unmuted a conversation: read it again before the next notification.
+    pub fn muted_changed(&self, user: &str) {
+        self.muted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .remove(user);
     }
 
     /// Offers `msg` for `receivers`, who had no device connected here. Never waits: a full
@@ -123,6 +150,7 @@ fn wanted(msg: &Msg) -> bool {
 pub struct Sender {
     config: PushConfig,
     webhook: Webhook,
+    muted: Arc<Mutex<MutedCache>>,
     waiting: mpsc::Receiver<Notification>,
     store: Option<Arc<dyn Store>>,
     metrics: Arc<Metrics>,
@@ -173,20 +201,59 @@ impl Sender {
             .filter(|n| !online.contains(&n.receiver))
             .collect();
         if let Some(store) = &self.store {
-            let pairs: Vec<(String, String)> = due
-                .iter()
-                .map(|n| (n.receiver.clone(), n.conv_id.clone()))
-                .collect();
-            match store.muted(&pairs).await {
-                Ok(muted) => {
-                    due.retain(|n| !muted.contains(&(n.receiver.clone(), n.conv_id.clone())))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading muted conversations for a push failed")
-                }
-            }
+            self.read_muted(store.as_ref(), &due).await;
+            let cache = self.muted.lock().unwrap_or_else(|e| e.into_inner());
+            due.retain(|n| {
+                !cache
+                    .0
+                    .get(&n.receiver)
+                    .is_some_and(|(_, convs)| convs.contains(&n.conv_id))
+            });
         }
         due
+    }
+
+    /// Reads what the receivers of `due` muted, for those not read within [`MUTED_TTL`]: one
+    /// query for them all, none when every one is fresh.
+    async fn read_muted(&self, store: &dyn Store, due: &[Notification]) {
+        let now = Instant::now();
+        let stale: Vec<String> = {
+            let cache = self.muted.lock().unwrap_or_else(|e| e.into_inner());
+            let users: HashSet<&str> = due.iter().map(|n| n.receiver.as_str()).collect();
+            users
+                .into_iter()
+                .filter(|u| {
+                    cache
+                        .0
+                        .get(*u)
+                        .is_none_or(|(at, _)| now.duration_since(*at) > MUTED_TTL)
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        if stale.is_empty() {
+            return;
+        }
+        match store.muted_of(&stale).await {
+            Ok(rows) => {
+                let mut cache = self.muted.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.0.len() > MUTED_USERS {
+                    cache
+                        .0
+                        .retain(|_, (at, _)| now.duration_since(*at) <= MUTED_TTL);
+                }
+                for user in stale {
+                    cache.0.insert(user, (now, HashSet::new()));
+                }
+                for (user, conv) in rows {
+                    if let Some((_, convs)) = cache.0.get_mut(&user) {
+                        convs.insert(conv);
+                    }
+                }
+            }
+            // Unknown: better a notification too many than one missed.
+            Err(e) => tracing::warn!(error = %e, "reading muted conversations for a push failed"),
+        }
     }
 
     /// POSTs a batch, retrying with backoff; a batch that keeps failing is dropped (counted).

@@ -561,25 +561,25 @@ where
         })
     }
 
-    /// Which of the `(user, conv_id)` pairs are muted.
-    pub(super) async fn muted(
+    /// Every conversation one of `users` muted.
+    pub(super) async fn muted_of(
         conn: &mut DB::Connection,
-        pairs: &[(String, String)],
-    ) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
-        let mut out = std::collections::HashSet::new();
-        for chunk in pairs.chunks(CHUNK) {
+        users: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in users.chunks(CHUNK) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT s.user_id, s.conv_id FROM conversation_settings s \
-                 JOIN (VALUES {}) AS p \
-                 ON s.user_id = p.column1 AND s.conv_id = p.column2 WHERE s.muted = 1",
-                values(chunk.len(), 2)
+                "SELECT user_id, conv_id FROM conversation_settings \
+                 WHERE muted = 1 AND user_id IN ({})",
+                marks.join(", ")
             );
             let mut q = sqlx::query(&sql);
-            for (user, conv) in chunk {
-                q = q.bind(user.as_str()).bind(conv.as_str());
+            for user in chunk {
+                q = q.bind(user.as_str());
             }
             for r in q.fetch_all(&mut *conn).await? {
-                out.insert((r.try_get(0)?, r.try_get(1)?));
+                out.push((r.try_get(0)?, r.try_get(1)?));
             }
         }
         Ok(out)

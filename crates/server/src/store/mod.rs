@@ -354,11 +354,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         high: i64,
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
 
-    /// Which of the `(user, conv_id)` pairs are muted by their user.
-    fn muted<'a>(
+    /// Every conversation one of `users` muted, as `(user, conv_id)`.
+    fn muted_of<'a>(
         &'a self,
-        pairs: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<std::collections::HashSet<(String, String)>, StoreError>>;
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, StoreError>>;
 
     /// How many members of a group other than `except` have read up to `seq`.
     fn read_count<'a>(

@@ -592,11 +592,11 @@ impl Store for PostgresStore {
         )
     }
 
-    fn muted<'a>(
+    fn muted_of<'a>(
         &'a self,
-        pairs: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<std::collections::HashSet<(String, String)>, StoreError>> {
-        Box::pin(async move { Conv::muted(&mut *self.conn().await?, pairs).await })
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, StoreError>> {
+        Box::pin(async move { Conv::muted_of(&mut *self.conn().await?, users).await })
     }
 
     fn revoke<'a>(&'a self, r: &'a Revocation) -> BoxFuture<'a, Result<(), StoreError>> {

@@ -480,11 +480,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn muted<'a>(
+    fn muted_of<'a>(
         &'a self,
-        pairs: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<std::collections::HashSet<(String, String)>, StoreError>> {
-        Box::pin(async move { Conv::muted(&mut *self.pool.acquire().await?, pairs).await })
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, StoreError>> {
+        Box::pin(async move { Conv::muted_of(&mut *self.pool.acquire().await?, users).await })
     }
 
     fn revoke<'a>(&'a self, r: &'a Revocation) -> BoxFuture<'a, Result<(), StoreError>> {
