@@ -184,16 +184,22 @@ impl Sender {
     ) -> Vec<Notification> {
         let mut online: HashSet<String> = HashSet::new();
         if let Some(cluster) = cluster {
-            let users: HashSet<&str> = batch.iter().map(|n| n.receiver.as_str()).collect();
-            for user in users {
-                match cluster.online(user).await {
-                    Ok(platforms) if !platforms.is_empty() => {
-                        online.insert(user.to_owned());
-                    }
-                    Ok(_) => {}
-                    // Unknown: better a notification too many than a message missed.
-                    Err(e) => tracing::warn!(error = %e, "presence lookup for a push failed"),
-                }
+            let users: Vec<&str> = batch
+                .iter()
+                .map(|n| n.receiver.as_str())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            match cluster.online_of(&users).await {
+                Ok(flags) => online.extend(
+                    users
+                        .iter()
+                        .zip(flags)
+                        .filter(|(_, on)| *on)
+                        .map(|(u, _)| u.to_string()),
+                ),
+                // Unknown: better a notification too many than a message missed.
+                Err(e) => tracing::warn!(error = %e, "presence lookup for a push failed"),
             }
         }
         let mut due: Vec<Notification> = batch

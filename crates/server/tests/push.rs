@@ -195,3 +195,54 @@ async fn offline_receivers_are_pushed_once_signed_unless_online_or_muted(backend
     assert_eq!(first, again);
     assert!(server.metric("natter_push_sent_total").await >= 4.0);
 }
+
+/// Three nodes, one receiver: the node that stored a message pushes it, once, and only for a
+/// user connected to no node (bob is connected to another node than the sender's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_one_node_pushes_for_users_connected_nowhere() {
+    let receiver = Receiver::start().await;
+    let pg = common::fresh_pg_database().await;
+    let prefix = common::redis_prefix("push");
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let mut config = common::cluster_node_config(&pg, &prefix, &common::redis_url());
+        config.webhooks.push.url = receiver.url.clone();
+        config.webhooks.push.secret = SECRET.into();
+        nodes.push(start(config).await);
+    }
+    for node in &nodes {
+        common::cluster::channels_reach(node, 1.0).await;
+    }
+    let _bob = common::cluster::connect(&nodes[1], "bob", "phone").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = nodes[0].get("/api/v1/users/bob/online?user_id=x").await;
+        if json_of(&body)["online"] == true {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "bob never online");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut alice = common::cluster::connect(&nodes[0], "alice", "desk").await;
+    for (id, to) in [("1", "bob"), ("2", "carol")] {
+        alice.send_msg(to, id, &format!("to {to}")).await;
+        common::cluster::ack(&mut alice, id).await;
+    }
+    let first = receiver.request(1).await;
+    // Time for a wrong second push (from another node, or for bob) to arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut pushed: Vec<Value> = first;
+    for n in 2..=receiver.count() {
+        pushed.extend(receiver.request(n).await);
+    }
+    let who: Vec<(&str, &str)> = pushed
+        .iter()
+        .map(|n| {
+            (
+                n["receiver"].as_str().unwrap(),
+                n["preview"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(who, [("carol", "to carol")]);
+}

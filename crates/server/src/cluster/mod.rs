@@ -323,6 +323,24 @@ impl Cluster {
     }
 
     /// The platforms on which `user` is online anywhere in the cluster.
+    /// Which of `users` have a device connected on any node: one round trip for them all.
+    pub async fn online_of(&self, users: &[&str]) -> redis::RedisResult<Vec<bool>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.cmd("ZCOUNT")
+                .arg(self.presence_key(user))
+                .arg(now)
+                .arg("+inf");
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(counts.into_iter().map(|n| n > 0).collect())
+    }
+
     pub async fn online(&self, user: &str) -> redis::RedisResult<Vec<String>> {
         let mut conn = self.conn.clone();
         let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
