@@ -13,7 +13,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -21,6 +24,7 @@ use natter_protocol::{Msg, conversation, msg_type};
 use tokio::sync::mpsc;
 
 use crate::{
+    clock::now_millis,
     cluster::Cluster,
     config::PushConfig,
     metrics::Metrics,
@@ -61,7 +65,13 @@ pub struct Push {
     preview_bytes: usize,
     metrics: Arc<Metrics>,
     muted: Arc<Mutex<MutedCache>>,
+    /// Offers dropped at the full queue since the last warning, and when that was (ms).
+    dropped: AtomicU64,
+    warned_at: AtomicI64,
 }
+
+/// Least time between two warnings of a full queue.
+const WARN_EVERY_MS: i64 = 10_000;
 
 impl Push {
     /// Starts the sending task; `None` when `webhooks.push.url` is empty.
@@ -80,6 +90,8 @@ impl Push {
             preview_bytes: config.preview_bytes,
             metrics: metrics.clone(),
             muted: muted.clone(),
+            dropped: AtomicU64::new(0),
+            warned_at: AtomicI64::new(0),
         });
         let sender = Sender {
             config: config.clone(),
@@ -90,6 +102,26 @@ impl Push {
             metrics,
         };
         Some((push, sender))
+    }
+
+    /// Counts an offer dropped at the full queue, and says so in the log at most every 10 s.
+    fn dropped_full(&self) {
+        self.metrics.push_dropped_full.increment(1);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let now = now_millis();
+        let last = self.warned_at.load(Ordering::Relaxed);
+        if now - last >= WARN_EVERY_MS
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let n = self.dropped.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                dropped = n,
+                "push queue full (webhooks.push.queue): notifications dropped"
+            );
+        }
     }
 
     /// `user` muted or unmuted a conversation: read it again before the next notification.
@@ -113,7 +145,7 @@ impl Push {
             }
             if self.queue.capacity() == 0 {
                 // Full: dropped before anything is built for it.
-                self.metrics.push_dropped_full.increment(1);
+                self.dropped_full();
                 continue;
             }
             let notification = Notification {
@@ -135,7 +167,7 @@ impl Push {
                 send_time: msg.send_time,
             };
             if self.queue.try_send(notification).is_err() {
-                self.metrics.push_dropped_full.increment(1);
+                self.dropped_full();
             }
         }
     }
