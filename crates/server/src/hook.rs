@@ -56,7 +56,9 @@ async fn before_send(
     webhook: &Webhook,
     msg: &mut Msg,
 ) -> Result<(), Refusal> {
-    let body = serde_json::json!({ "message": msg }).to_string();
+    // The answer counts only if it comes by `deadline` (Unix ms): the backend can tell.
+    let deadline = crate::clock::now_millis() + config.timeout.as_millis() as i64;
+    let body = serde_json::json!({ "message": msg, "deadline": deadline }).to_string();
     let failed = |why: String| match config.on_failure {
         HookFailure::Allow => {
             tracing::warn!(%why, "the before-send hook failed: the message goes on");

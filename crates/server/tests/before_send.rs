@@ -54,8 +54,12 @@ async fn backend() -> String {
                     == natter::webhook::signature(SECRET, timestamp, &body);
                 let msg: Value = serde_json::from_str(&body).unwrap();
                 let content = msg["message"]["content"].as_str().unwrap_or_default();
+                // The deadline to answer by: ahead, within the configured timeout.
+                let deadline = msg["deadline"].as_i64().unwrap_or(0) - natter::clock::now_millis();
                 let answer = if !signed {
                     r#"{"action":"refuse","reason":"bad signature"}"#.to_owned()
+                } else if !(1..=10_000).contains(&deadline) {
+                    r#"{"action":"refuse","reason":"bad deadline"}"#.to_owned()
                 } else if content.contains("spam") {
                     r#"{"action":"refuse","reason":"looks like spam"}"#.to_owned()
                 } else if content.contains("darn") {
