@@ -157,6 +157,10 @@ impl Server {
         let app = Router::new()
             .route("/ws/{user_id}/conn/{platform_id}", get(gateway::upgrade))
             .merge(http::routes())
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                http::cors::cors,
+            ))
             .with_state(state.clone());
 
         let retention = state.store.clone().and_then(|store| {

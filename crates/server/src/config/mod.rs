@@ -279,7 +279,8 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp` when a token is checked at connect time.
     #[serde(deserialize_with = "duration")]
     pub leeway: Duration,
-    /// Browser origins allowed to open WebSockets besides the server's own; `"*"` allows any.
+    /// Browser origins allowed to open WebSockets and to call the HTTP API (CORS) besides the
+    /// server's own; `"*"` allows any.
     pub allowed_origins: Vec<String>,
 }
 

@@ -19,6 +19,7 @@ use serde_json::json;
 
 mod body;
 mod conversations;
+pub mod cors;
 mod groups;
 pub mod openapi;
 mod service;
