@@ -1,7 +1,7 @@
 //! Property tests over the HTTP API's inputs: generated query strings of the history routes (a
 //! stream's, a group's, a conversation's) and of the WebSocket upgrade, and generated JSON
-//! bodies of every route that takes one (groups, conversations), sent to a
-//! real server. The expected
+//! bodies of every route that takes one (groups, conversations, the server API's revocations),
+//! sent to a real server. The expected
 //! answer of each (its status, and the `error` of a refusal) is computed here from the rules of
 //! docs/protocol.md; whatever the input, the server answers and goes on answering.
 
@@ -35,6 +35,7 @@ fn fixture() -> &'static Fixture {
             let mut config = test_config();
             config.limits.http.per_second = 0.0;
             config.groups.max_groups_per_user = 100_000;
+            config.service.key = KEY.into();
             let server = start(config).await;
             let group = create_group(&server, "fuzzer", &["member"]).await;
             (server, group)
@@ -47,15 +48,28 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The server API's key of the fixture.
+const KEY: &str = "fuzz-http-service-key-of-32-bytes";
+
 /// Sends a request as `fuzzer`; returns the status and the JSON answer (`Null` if none).
 fn call(method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    call_with(method, path, &[], body)
+}
+
+/// The same with extra headers.
+fn call_with(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Value) {
     let f = fixture();
     f.runtime.block_on(async {
         let sep = if path.contains('?') { '&' } else { '?' };
         let path = format!("{path}{sep}user_id=fuzzer");
         let body = body.unwrap_or("");
         let (status, text) =
-            common::http_request_text(f.server.addr, method, &path, &[], body).await;
+            common::http_request_text(f.server.addr, method, &path, headers, body).await;
         let value = serde_json::from_str(&text).unwrap_or(Value::Null);
         (status, value)
     })
@@ -346,6 +360,35 @@ proptest! {
             })
         });
         let (status, answer) = call("POST", &format!("{conv}/hide"), Some(&hide.to_string()));
+        expect(status, &answer, ok.then_some(200), "invalid_request");
+    }
+
+    #[test]
+    fn revoke_bodies(
+        user in object_of(vec![(
+            "before",
+            prop_oneof![(0u64..u64::MAX).prop_map(Value::from), any_json()].boxed(),
+        )]),
+        token in object_of(vec![
+            ("jti", member_id().boxed()),
+            ("expires_at", prop_oneof![(0u64..u64::MAX).prop_map(Value::from), any_json()].boxed()),
+        ]),
+    ) {
+        let key = [("X-Api-Key", KEY)];
+        let only = |o: &serde_json::Map<String, Value>, keys: &[&str]| o.keys().all(|k| keys.contains(&k.as_str()));
+        // `before`: absent, null, or Unix seconds.
+        let ok = user.as_object().is_some_and(|o| {
+            only(o, &["before"]) && o.get("before").is_none_or(|v| v.is_null() || v.is_u64())
+        });
+        let (status, answer) = call_with("POST", "/api/v1/users/someone/revoke", &key, Some(&user.to_string()));
+        expect(status, &answer, ok.then_some(200), "invalid_request");
+        // A `jti` that is an id, and `expires_at` in Unix seconds.
+        let ok = token.as_object().is_some_and(|o| {
+            only(o, &["jti", "expires_at"])
+                && o.get("jti").and_then(Value::as_str).is_some_and(|j| natter_protocol::ids::check_id(j).is_ok())
+                && o.get("expires_at").is_some_and(Value::is_u64)
+        });
+        let (status, answer) = call_with("POST", "/api/v1/tokens/revoke", &key, Some(&token.to_string()));
         expect(status, &answer, ok.then_some(200), "invalid_request");
     }
 
