@@ -93,7 +93,7 @@ impl Hub {
         platform: &str,
         outbox: Arc<Outbox>,
         since: i64,
-        token: Option<TokenTag>,
+        token: Option<Box<TokenTag>>,
     ) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let device = Device {
@@ -101,7 +101,7 @@ impl Hub {
             conn,
             outbox,
             since,
-            token: token.map(Box::new),
+            token,
         };
         let mut shard = self.shard(user);
         let devices = shard.entry(user.into()).or_default();
@@ -218,13 +218,13 @@ impl Hub {
     }
 
     /// The connection `conn` of `user` now holds `token` (a token refresh).
-    pub fn set_token(&self, user: &str, conn: ConnId, token: Option<TokenTag>) {
+    pub fn set_token(&self, user: &str, conn: ConnId, token: Option<Box<TokenTag>>) {
         let mut shard = self.shard(user);
         if let Some(d) = shard
             .get_mut(user)
             .and_then(|devices| devices.iter_mut().find(|d| d.conn == conn))
         {
-            d.token = token.map(Box::new);
+            d.token = token;
         }
     }
 

@@ -56,8 +56,9 @@ pub struct Identity {
     pub user: String,
     /// When the token expires (Unix seconds); `None` in development mode.
     pub expires_at: Option<u64>,
-    /// What revocations look at; `None` in development mode (no token).
-    pub token: Option<TokenTag>,
+    /// What revocations look at; `None` in development mode (no token). Boxed: an identity
+    /// lives as long as its connection, and most are in development mode or hold no more.
+    pub token: Option<Box<TokenTag>>,
 }
 
 impl Identity {
@@ -299,7 +300,7 @@ impl Auth {
         Ok(Identity {
             user: claims.sub,
             expires_at: Some(claims.exp),
-            token: Some(tag),
+            token: Some(Box::new(tag)),
         })
     }
 
