@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
+import { createServer, connect as tcpConnect } from "node:net";
 import { Natter, NatterError, directId, MsgType } from "../sdk/natter.js";
 import { dataDir, sign, startServer, stopServer, until } from "./server.mjs";
 
@@ -176,6 +177,58 @@ test("tokens: refreshed on the open connection, renewed after a revocation", asy
     await assert.rejects(fixed.send("carol", "x"), (e) => e.code === "closed");
   } finally {
     carol.close(); fixed.close();
+    await stopServer(child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A TCP proxy to `target` (host:port) that can be told to cut its connections right after the
+ * client's next bytes went through: the server has the message, the client never sees its ack. */
+async function cuttingProxy(target) {
+  const [host, port] = target.split(":");
+  const pairs = new Set();
+  let armed = false;
+  const server = createServer((client) => {
+    const upstream = tcpConnect(Number(port), host);
+    const pair = { client, upstream };
+    pairs.add(pair);
+    const end = () => { client.destroy(); upstream.destroy(); pairs.delete(pair); };
+    client.on("data", (d) => {
+      upstream.write(d);
+      // The client's side goes at once; the server's gets what was written, then the end.
+      if (armed) { armed = false; client.destroy(); upstream.end(); pairs.delete(pair); }
+    });
+    upstream.on("data", (d) => { if (!client.destroyed) client.write(d); });
+    client.on("error", end); upstream.on("error", end);
+    client.on("close", end); upstream.on("close", end);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    addr: `127.0.0.1:${server.address().port}`,
+    arm() { armed = true; },
+    close() { for (const p of pairs) { p.client.destroy(); p.upstream.destroy(); } server.close(); },
+  };
+}
+
+test("a message whose ack was lost is resent with its local_id and stored once", async () => {
+  const dir = dataDir("sdk-resend");
+  const { child, addr } = await startServer("127.0.0.1:0", dir, ENV);
+  const proxy = await cuttingProxy(addr);
+  const alice = client("http://" + proxy.addr, "alice");
+  const bob = client("http://" + addr, "bob");
+  try {
+    await Promise.all([alice.connect(), bob.connect()]);
+    // The connection is cut just after the message left: its ack never arrives on it.
+    proxy.arm();
+    const ack = await alice.send("bob", "exactly once");
+    assert.ok(alice.got.state.some((s) => s.state === "reconnecting"), "the connection was cut");
+    await until(() => contents(bob).includes("exactly once"), "bob's copy");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(contents(bob).filter((c) => c === "exactly once").length, 1, "delivered once");
+    const page = await bob.history(AB);
+    assert.deepEqual(page.messages.map((m) => [m.content, m.server_id]), [["exactly once", ack.server_id]], "stored once");
+  } finally {
+    alice.close(); bob.close(); proxy.close();
     await stopServer(child);
     rmSync(dir, { recursive: true, force: true });
   }
