@@ -6,6 +6,10 @@
 //! duplicates, and resends unacknowledged messages with their original `local_id` (the server
 //! recognises a resend and does not deliver it twice).
 //!
+//! With [`Config::token_source`] it asks the app's backend for a new token when the server
+//! closes the connection over its token (4002: expired, revoked) or refuses a reconnection
+//! over it, and goes on; [`Client::refresh_token`] renews one on the open connection.
+//!
 //! Conversations come from the HTTP API on the same server: [`Client::conversations`] (the
 //! chat list with unread counts), [`Client::history`] (a conversation's pages, both ways),
 //! [`Client::mark_read`]; typing and other ephemeral events go with [`Client::event`], and a
@@ -26,10 +30,11 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
     time::Duration,
 };
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt, future::BoxFuture};
 pub use natter_protocol::Msg;
 
 mod api;
@@ -46,6 +51,20 @@ use tokio_tungstenite::{
 /// The ephemeral `msg_type` our clients use for "typing".
 pub const TYPING: i32 = 100;
 
+/// Asks the app's backend for a new token.
+pub type TokenFn = dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync;
+
+/// Where new tokens come from: the app's backend, asked when the server refused or closed the
+/// connection over its token (expired, revoked).
+#[derive(Clone)]
+pub struct TokenSource(Arc<TokenFn>);
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSource")
+    }
+}
+
 /// How to reach the server and as whom.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,6 +74,9 @@ pub struct Config {
     pub platform: String,
     /// A token from your backend; `None` for a server in development mode.
     pub token: Option<String>,
+    /// Asked for a token at connect when there is none, and for a new one after the server
+    /// closed the connection with 4002 or refused a reconnection over its token.
+    pub token_source: Option<TokenSource>,
     /// Reconnect when the connection drops (default true).
     pub reconnect: bool,
     /// Start the inbox and sent-stream replay after these cursors (default 0: everything
@@ -72,6 +94,7 @@ impl Config {
             user: user.to_owned(),
             platform: platform.to_owned(),
             token: None,
+            token_source: None,
             reconnect: true,
             since_seq: 0,
             since_send_seq: 0,
@@ -82,6 +105,33 @@ impl Config {
     pub fn token(mut self, token: impl Into<String>) -> Config {
         self.token = Some(token.into());
         self
+    }
+
+    /// Gets tokens from `source` (see [`Config::token_source`]).
+    pub fn token_source<F>(mut self, source: F) -> Config
+    where
+        F: Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync + 'static,
+    {
+        self.token_source = Some(TokenSource(Arc::new(source)));
+        self
+    }
+
+    /// A new token from the source, kept for the next connections; false without a source or
+    /// if it failed.
+    async fn renew_token(&mut self) -> bool {
+        let Some(TokenSource(source)) = &self.token_source else {
+            return false;
+        };
+        match source().await {
+            Ok(token) => {
+                self.token = Some(token);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the token source failed");
+                false
+            }
+        }
     }
 
     pub fn since(mut self, seq: i64, send_seq: i64) -> Config {
@@ -124,6 +174,8 @@ enum Command {
 /// A connected client. Dropping it closes the connection.
 pub struct Client {
     config: Config,
+    /// The token in use, which the background task renews: the API calls take it from here.
+    token: Arc<std::sync::Mutex<Option<String>>>,
     commands: mpsc::Sender<Command>,
     incoming: mpsc::Receiver<Msg>,
     next_local: u64,
@@ -132,7 +184,10 @@ pub struct Client {
 
 impl Client {
     /// Connects (the first attempt must succeed) and starts the background task.
-    pub async fn connect(config: Config) -> Result<Client, Error> {
+    pub async fn connect(mut config: Config) -> Result<Client, Error> {
+        if config.token.is_none() && config.token_source.is_some() && !config.renew_token().await {
+            return Err(Error::Connect("the token source gave no token".into()));
+        }
         let ws = open(&config, config.since_seq, config.since_send_seq).await?;
         let (commands, command_rx) = mpsc::channel(256);
         let (incoming_tx, incoming) = mpsc::channel(1024);
@@ -144,7 +199,9 @@ impl Client {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         );
+        let token = Arc::new(std::sync::Mutex::new(config.token.clone()));
         let state = Connection {
+            token: token.clone(),
             seq: config.since_seq,
             send_seq: config.since_send_seq,
             config: config.clone(),
@@ -156,6 +213,7 @@ impl Client {
         tokio::spawn(state.run(ws, command_rx));
         Ok(Client {
             config,
+            token,
             commands,
             incoming,
             next_local: 0,
@@ -233,6 +291,7 @@ impl Client {
         self.send_msg(msg).await?;
         // Taken: reconnections use it from now on (a refused one changes nothing).
         self.config.token = Some(token.to_owned());
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.to_owned());
         self.commands
             .send(Command::Token(token.to_owned()))
             .await
@@ -288,13 +347,20 @@ impl Client {
         ))
     }
 
+    /// The config with the token in use now.
+    fn api_config(&self) -> Config {
+        let mut config = self.config.clone();
+        config.token = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        config
+    }
+
     /// A page of the chat list (`limit` 1 to 200; `cursor`: the previous page's `next`).
     pub async fn conversations(&self, limit: u32, cursor: Option<&str>) -> Result<ChatList, Error> {
         let mut path = format!("/api/v1/conversations?limit={limit}");
         if let Some(c) = cursor {
             path.push_str(&format!("&cursor={}", api::encode(c)));
         }
-        api::request(&self.config, "GET", &path, None).await
+        api::request(&self.api_config(), "GET", &path, None).await
     }
 
     /// A page of a conversation's history, oldest first.
@@ -308,7 +374,7 @@ impl Client {
             Page::Before(n) => path.push_str(&format!("&before={n}")),
             Page::After(n) => path.push_str(&format!("&after={n}")),
         }
-        api::request(&self.config, "GET", &path, None).await
+        api::request(&self.api_config(), "GET", &path, None).await
     }
 
     /// Marks a conversation read up to `conv_seq`; returns the read position kept.
@@ -316,7 +382,7 @@ impl Client {
         let path = format!("/api/v1/conversations/{}/read", api::encode(conv_id));
         let body = serde_json::json!({ "conv_seq": conv_seq });
         let answer: serde_json::Value =
-            api::request(&self.config, "POST", &path, Some(body)).await?;
+            api::request(&self.api_config(), "POST", &path, Some(body)).await?;
         Ok(answer["read_seq"].as_i64().unwrap_or(0))
     }
 
@@ -381,6 +447,7 @@ impl Seen {
 /// The background task's state.
 struct Connection {
     config: Config,
+    token: Arc<std::sync::Mutex<Option<String>>>,
     /// Highest inbox `seq` and sent `send_seq` seen: where a resync starts.
     seq: i64,
     send_seq: i64,
@@ -407,6 +474,14 @@ impl Connection {
                 Ended::Dropped => {
                     let _ = ws.close(None).await;
                     return;
+                }
+                Ended::Final(Some(code))
+                    if code == CloseCode::BadToken.code() && self.renew_token().await =>
+                {
+                    match self.reconnect().await {
+                        Some(fresh) => ws = fresh,
+                        None => return,
+                    }
                 }
                 Ended::Final(code) => return self.fail_pending(code),
                 Ended::Lost if !self.config.reconnect => return self.fail_pending(None),
@@ -437,10 +512,24 @@ impl Connection {
             }
             match open(&self.config, self.seq, self.send_seq).await {
                 Ok(ws) => return Some(ws),
+                // Refused over its token (expired, revoked): the next try has a new one.
+                Err(Error::Connect(e)) if e.starts_with("HTTP 401") => {
+                    tracing::debug!(error = %e, "reconnect refused");
+                    self.renew_token().await;
+                }
                 Err(e) => tracing::debug!(error = %e, "reconnect failed"),
             }
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
+    }
+
+    /// A new token from the source, for the connections and the API calls from now on.
+    async fn renew_token(&mut self) -> bool {
+        let renewed = self.config.renew_token().await;
+        if renewed {
+            *self.token.lock().unwrap_or_else(|e| e.into_inner()) = self.config.token.clone();
+        }
+        renewed
     }
 
     fn fail_pending(&mut self, code: Option<u16>) {

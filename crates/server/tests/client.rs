@@ -178,6 +178,70 @@ async fn sdk_refreshes_its_token_on_the_open_connection() {
     alice.send("alice", "still here").await.unwrap();
 }
 
+/// Revoked while connected: the client asks its token source for a new token, reconnects, and
+/// what it was sending goes through; the API calls use the new token too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_gets_a_new_token_from_its_source_after_a_revocation() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    const KEY: &str = "client-test-service-key-of-32-by";
+    let mut config = common::secret_config("client-test-secret-of-32-bytes!!");
+    config.service.key = KEY.into();
+    let server = start(config.clone()).await;
+    let now = natter::clock::now_secs();
+    // Issued a minute ago: covered by a revocation of now.
+    let old = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "alice", "iat": now - 60, "exp": now + 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(config.auth.secret.as_bytes()),
+    )
+    .unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (counter, minting) = (asked.clone(), config.clone());
+    let mut alice = Client::connect(
+        Config::new(&ws_base(server.addr), "alice", "sdk")
+            .token(old)
+            .token_source(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let token = common::mint(&minting, "alice", None, Duration::from_secs(3600));
+                Box::pin(async move { Ok(token) })
+            }),
+    )
+    .await
+    .unwrap();
+    alice.send("alice", "before").await.unwrap();
+    assert_eq!(asked.load(Ordering::Relaxed), 0, "a token was given");
+
+    let (status, body) = common::http_request_with(
+        server.addr,
+        "POST",
+        "/api/v1/users/alice/revoke",
+        &[("X-Api-Key", KEY)],
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Closed with 4002: the client asks for a new token.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while asked.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the source was never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ack = tokio::time::timeout(Duration::from_secs(10), alice.send("alice", "after"))
+        .await
+        .expect("sent within 10 s")
+        .unwrap();
+    assert!(ack.seq > 0);
+    // The API takes the new token as well.
+    let list = alice.conversations(10, None).await.unwrap();
+    assert_eq!(list.conversations.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_reconnects_after_a_restart_and_fills_the_gap() {
     let config = test_config();
