@@ -6,9 +6,10 @@
 //! duplicates, and resends unacknowledged messages with their original `local_id` (the server
 //! recognises a resend and does not deliver it twice).
 //!
-//! With [`Config::token_source`] it asks the app's backend for a new token when the server
-//! closes the connection over its token (4002: expired, revoked) or refuses a reconnection
-//! over it, and goes on; [`Client::refresh_token`] renews one on the open connection.
+//! With [`Config::token_source`] it asks the app's backend for a new token before the one in use
+//! expires and sends it on the open connection, and when the server closes the connection over
+//! its token (4002: expired, revoked) or refuses a reconnection over it; without one,
+//! [`Client::refresh_token`] renews a token on the open connection.
 //!
 //! Conversations come from the HTTP API on the same server: [`Client::conversations`] (the
 //! chat list with unread counts), [`Client::history`] (a conversation's pages, both ways),
@@ -200,8 +201,11 @@ impl Client {
                 .unwrap_or_default()
         );
         let token = Arc::new(std::sync::Mutex::new(config.token.clone()));
-        let state = Connection {
+        let mut state = Connection {
             token: token.clone(),
+            refresh_at: None,
+            renewed: mpsc::channel(1),
+            refreshes: 0,
             seq: config.since_seq,
             send_seq: config.since_send_seq,
             config: config.clone(),
@@ -210,6 +214,7 @@ impl Client {
             seen: Seen::default(),
             incoming: incoming_tx,
         };
+        state.schedule_refresh();
         tokio::spawn(state.run(ws, command_rx));
         Ok(Client {
             config,
@@ -448,6 +453,11 @@ impl Seen {
 struct Connection {
     config: Config,
     token: Arc<std::sync::Mutex<Option<String>>>,
+    /// With a token source: when to renew the token on the open connection, and where the
+    /// task asking the source sends the new one.
+    refresh_at: Option<tokio::time::Instant>,
+    renewed: (mpsc::Sender<String>, mpsc::Receiver<String>),
+    refreshes: u64,
     /// Highest inbox `seq` and sent `send_seq` seen: where a resync starts.
     seq: i64,
     send_seq: i64,
@@ -527,9 +537,73 @@ impl Connection {
     async fn renew_token(&mut self) -> bool {
         let renewed = self.config.renew_token().await;
         if renewed {
-            *self.token.lock().unwrap_or_else(|e| e.into_inner()) = self.config.token.clone();
+            self.took_token();
         }
         renewed
+    }
+
+    /// `config.token` is new: shared with the API calls, and renewed before it expires.
+    fn took_token(&mut self) {
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = self.config.token.clone();
+        self.schedule_refresh();
+    }
+
+    /// With a token source, renew the token a fifth of its life (at most a minute) before it
+    /// expires.
+    fn schedule_refresh(&mut self) {
+        self.refresh_at = None;
+        if self.config.token_source.is_none() {
+            return;
+        }
+        let Some(exp) = self.config.token.as_deref().and_then(token_expiry) else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = Duration::from_secs(exp).saturating_sub(now);
+        let early = (left / 5).min(Duration::from_secs(60));
+        self.refresh_at = Some(tokio::time::Instant::now() + (left - early));
+    }
+
+    /// The refresh is due: ask the source in a task of its own, so frames go on meanwhile.
+    fn ask_for_token(&mut self) {
+        self.refresh_at = None;
+        let (Some(TokenSource(source)), tx) =
+            (self.config.token_source.clone(), self.renewed.0.clone())
+        else {
+            return;
+        };
+        tokio::spawn(async move {
+            match source().await {
+                Ok(token) => {
+                    let _ = tx.send(token).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the token source failed; the next close renews")
+                }
+            }
+        });
+    }
+
+    /// Sends `token` on the open connection (`msg_type` 13); reconnections use it too.
+    async fn refresh(&mut self, ws: &mut Ws, token: String) -> bool {
+        self.refreshes += 1;
+        let msg = Msg {
+            receiver_id: self.config.user.clone(),
+            msg_type: msg_type::TOKEN_REFRESH,
+            local_id: format!("token-refresh-{}", self.refreshes),
+            content: token.clone(),
+            ..Msg::default()
+        };
+        self.config.token = Some(token);
+        self.took_token();
+        // Answered like a message; nobody waits for this answer.
+        let (reply, _) = oneshot::channel();
+        let text = msg.encode();
+        self.order.push_back(msg.local_id.clone());
+        self.pending.insert(msg.local_id.clone(), (msg, reply));
+        ws.send(Message::text(text)).await.is_ok()
     }
 
     fn fail_pending(&mut self, code: Option<u16>) {
@@ -541,10 +615,26 @@ impl Connection {
 
     async fn serve(&mut self, ws: &mut Ws, commands: &mut mpsc::Receiver<Command>) -> Ended {
         loop {
+            let refresh_at = self.refresh_at;
+            let due = async move {
+                match refresh_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = due => self.ask_for_token(),
+                Some(token) = self.renewed.1.recv() => {
+                    if !self.refresh(ws, token).await {
+                        return Ended::Lost;
+                    }
+                }
                 command = commands.recv() => match command {
                     None => return Ended::Dropped,
-                    Some(Command::Token(token)) => self.config.token = Some(token),
+                    Some(Command::Token(token)) => {
+                        self.config.token = Some(token);
+                        self.took_token();
+                    }
                     Some(Command::Event(msg)) => {
                         if ws.send(Message::text(msg.encode())).await.is_err() {
                             return Ended::Lost;
@@ -610,6 +700,36 @@ impl Connection {
     }
 }
 
+/// A JWT's `exp` (Unix seconds), read without checking anything: only to know when to renew it.
+fn token_expiry(token: &str) -> Option<u64> {
+    let payload = base64url(token.split('.').nth(1)?)?;
+    serde_json::from_slice::<serde_json::Value>(&payload).ok()?["exp"].as_u64()
+}
+
+/// Decodes unpadded base64url.
+fn base64url(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        acc = ((acc << 6) | u32::from(v)) & 0xffff;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 /// `base` ± 50%, so clients that lost the same server do not all come back at once.
 fn jitter(base: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
@@ -618,4 +738,20 @@ fn jitter(base: Duration) -> Duration {
         .unwrap_or(0);
     let factor = 0.5 + f64::from(nanos % 1000) / 1000.0;
     base.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_tokens_expiry() {
+        assert_eq!(base64url("aGVsbG8gd29ybGQ").unwrap(), b"hello world");
+        assert_eq!(base64url("-_8").unwrap(), [0xfb, 0xff]);
+        assert_eq!(base64url("a b"), None);
+        // {"sub":"alice","exp":1764590000}
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTc2NDU5MDAwMH0.sig";
+        assert_eq!(token_expiry(token), Some(1_764_590_000));
+        assert_eq!(token_expiry("not-a-jwt"), None);
+    }
 }

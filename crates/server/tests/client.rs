@@ -242,6 +242,48 @@ async fn sdk_gets_a_new_token_from_its_source_after_a_revocation() {
     assert_eq!(list.conversations.len(), 1);
 }
 
+/// With a token source, the client renews its token on the open connection before it expires:
+/// one connection outlives several two-second tokens. (Real time: the tokens' times are the
+/// wall clock's, and a paused clock would run ahead of the frames on their way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_renews_its_token_before_it_expires() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let mut config = common::secret_config("client-test-secret-of-32-bytes!!");
+    config.auth.leeway = Duration::ZERO;
+    let server = start(config.clone()).await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (counter, minting) = (asked.clone(), config.clone());
+    let mut alice = Client::connect(
+        Config::new(&ws_base(server.addr), "alice", "sdk").token_source(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let token = common::mint(&minting, "alice", None, Duration::from_secs(2));
+            Box::pin(async move { Ok(token) })
+        }),
+    )
+    .await
+    .unwrap();
+    // Five seconds: more than two tokens' lives.
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        alice.send("alice", "tick").await.unwrap();
+    }
+    assert!(
+        asked.load(Ordering::Relaxed) >= 3,
+        "renewed before each expiry"
+    );
+    assert_eq!(server.metric("natter_connections_opened_total").await, 1.0);
+    assert_eq!(
+        server
+            .metric(r#"natter_disconnects_total{reason="bad_token"}"#)
+            .await,
+        0.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_reconnects_after_a_restart_and_fills_the_gap() {
     let config = test_config();
