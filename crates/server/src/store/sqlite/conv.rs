@@ -238,19 +238,22 @@ impl SqliteStore {
             .filter(|((g, u), (read, _))| g == group && u != except && *read >= seq)
             .map(|((_, u), _)| u.clone())
             .collect();
-        let mut more = 0;
-        for user in raised {
-            let below: Option<i64> = sqlx::query_scalar(
-                "SELECT read_seq FROM group_members WHERE group_id = ? AND user_id = ? \
-                 AND read_seq < ?",
+        // Those the tail raised to `seq` or past it whom the table still has below it: one
+        // statement for them all.
+        let more: i64 = if raised.is_empty() {
+            0
+        } else {
+            let users = serde_json::to_string(&raised).unwrap_or_default();
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM group_members WHERE group_id = ? AND read_seq < ? \
+                 AND user_id IN (SELECT value FROM json_each(?))",
             )
             .bind(group)
-            .bind(&user)
             .bind(seq)
-            .fetch_optional(&mut *conn)
-            .await?;
-            more += i64::from(below.is_some());
-        }
+            .bind(users)
+            .fetch_one(&mut *conn)
+            .await?
+        };
         Ok(stored + more)
     }
 }
