@@ -1,8 +1,8 @@
 //! The server API, for the app's backend: authenticated by `service.key` (the `X-Api-Key`
 //! header), never by a user's token. Send a message as any user (`POST /api/v1/messages`: the
 //! WebSocket's path, so the same checks, idempotency, storage and ack), list a user's devices,
-//! disconnect a user's sessions, revoke tokens; and every user route (groups, invitations, conversations) on
-//! behalf of the user named by `X-As-User` (see `Caller`).
+//! disconnect a user's sessions, revoke tokens; and every user route (groups, invitations,
+//! conversations) on behalf of the user named by `X-As-User` (see `Caller`).
 
 use axum::{
     Json, Router,
