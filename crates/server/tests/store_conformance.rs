@@ -12,6 +12,7 @@ use natter::store::{self, Appended, Group, Role, Store, Stream};
 use natter_protocol::{Msg, msg_type};
 
 on_both_stores!(
+    a_batch_of_both_users_leaves_each_read_at_their_own_last_entry,
     revocations_keep_the_latest_time_and_forget_expired_tokens,
     seq_and_send_seq_are_dense_per_user_across_batches,
     a_resend_is_the_original_in_a_later_batch_or_the_same_one,
@@ -494,4 +495,49 @@ async fn revocations_keep_the_latest_time_and_forget_expired_tokens(backend: Bac
     // Gone for good once expired, even for a later reader.
     assert_eq!(store.revocations(21).await.unwrap(), [user(100)]);
     assert_eq!(store.revocations(0).await.unwrap(), [user(100)]);
+}
+
+/// One batch with entries of both users of a pair (and a receipt), then another: the row's last
+/// entry is the batch's last, and each user has read up to their own last entry (or the
+/// position a receipt gave), in the same commit.
+async fn a_batch_of_both_users_leaves_each_read_at_their_own_last_entry(backend: Backend) {
+    use natter::store::conv::ListScope;
+    let (store, _config) = open(backend).await;
+    let row = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            let parts = store
+                .chat_list(user, ListScope::One("d:a:b"))
+                .await
+                .unwrap();
+            let r = parts.rows.get("d:a:b").unwrap().clone();
+            let read = if user == "a" { r.read_a } else { r.read_b };
+            (r.last.conv_seq, r.last.preview.clone(), read)
+        }
+    };
+    store
+        .append(&[
+            msg(1, "a", "b", "1"),
+            msg(2, "b", "a", "2"),
+            msg(3, "a", "b", "3"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(row("a").await, (3, "m3".to_string(), 3));
+    assert_eq!(row("b").await, (3, "m3".to_string(), 2));
+    // The next batch: b answers twice and reads up to 3 by a receipt, a reads nothing new.
+    let mut receipt = msg(6, "b", "a", "r");
+    receipt.msg_type = msg_type::READ;
+    receipt.conv_seq = 3;
+    receipt.content = String::new();
+    store
+        .append(&[msg(4, "b", "a", "4"), receipt, msg(5, "b", "a", "5")])
+        .await
+        .unwrap();
+    assert_eq!(row("a").await, (5, "m5".to_string(), 3));
+    assert_eq!(row("b").await, (5, "m5".to_string(), 5));
+    // And a batch of a alone, on a row that exists.
+    store.append(&[msg(7, "a", "b", "7")]).await.unwrap();
+    assert_eq!(row("a").await, (6, "m7".to_string(), 6));
+    assert_eq!(row("b").await, (6, "m7".to_string(), 5));
 }
