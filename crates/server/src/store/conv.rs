@@ -37,7 +37,7 @@ pub struct LastEntry {
 }
 
 impl LastEntry {
-    pub(super) fn of(m: &Msg) -> LastEntry {
+    fn of(m: &Msg) -> LastEntry {
         let content = match m.msg_type {
             msg_type::RECALL => String::new(),
             msg_type::EDIT => Change::parse(&m.content)

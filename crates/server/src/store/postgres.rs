@@ -19,10 +19,8 @@ use sqlx::{
 
 use super::{
     Appended, CHUNK, Group, HistoryFrom, Invite, Member, MyGroup, Role, Store, StoreError, Stream,
-    batch::{Key, Map, Seen, classify, key, number, takes_direct_conv_seq},
-    conv::{
-        ConvSql, LastEntry, ListParts, ListScope, Settings, apply_change, change_target, changes,
-    },
+    batch::{Key, Map, Seen, classify, conv_demand, key, number},
+    conv::{ConvSql, ListParts, ListScope, Settings, apply_change, change_target, changes},
     group_sql::GroupSql,
     migrator,
     revoked::{Revocation, RevokedSql},
@@ -297,50 +295,27 @@ impl PostgresStore {
                 next.insert(user.clone(), (seq_top - inbox + 1, send_top - sent + 1));
             }
         }
-        // One-to-one conversations count their entries in their rows: a block each, likewise,
-        // and the same statement writes what the batch makes of the row (its last entry, the
-        // senders' read positions), so the row is written once.
-        let direct = direct_rows(batch, &seen);
+        // One-to-one conversations count their entries in their rows: a block each, likewise.
         let mut next_conv: Map<String, i64> = Map::default();
-        for chunk in direct.chunks(CHUNK) {
+        for demand in conv_demand(batch, &seen).chunks(CHUNK) {
             let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO conversations (conv_id, user_a, user_b, last_seq, read_a, read_b, \
-                 last_server_id, last_send_id, last_msg_type, last_content_type, last_preview, \
-                 last_time) ",
+                "INSERT INTO conversations (conv_id, user_a, user_b, last_seq) ",
             );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.conv_id.as_str())
-                    .push_bind(r.user_a.as_str())
-                    .push_bind(r.user_b.as_str())
-                    .push_bind(r.entries)
-                    .push_bind(r.read_a)
-                    .push_bind(r.read_b)
-                    .push_bind(r.last.server_id.as_str())
-                    .push_bind(r.last.send_id.as_str())
-                    .push_bind(r.last.msg_type)
-                    .push_bind(r.last.content_type)
-                    .push_bind(r.last.preview.as_str())
-                    .push_bind(r.last.send_time);
+            q.push_values(demand, |mut b, (conv_id, n)| {
+                let (a, b_) = match conversation::parse(conv_id) {
+                    Some(Conversation::Direct(a, b)) => (a, b),
+                    _ => Default::default(),
+                };
+                b.push_bind(conv_id.as_str())
+                    .push_bind(a)
+                    .push_bind(b_)
+                    .push_bind(*n);
             });
-            // A read position given is the place of the user's last entry among the batch's
-            // (1 = the first): past the row's last entry by that much.
-            let read = |col: &str| {
-                format!(
-                    "{col} = GREATEST(conversations.{col}, CASE WHEN excluded.{col} > 0 \
-                     THEN conversations.last_seq + excluded.{col} ELSE 0 END)"
-                )
-            };
-            q.push(format!(
+            q.push(
                 " ON CONFLICT (conv_id) DO UPDATE SET \
-                 last_seq = conversations.last_seq + excluded.last_seq, {}, {}, \
-                 last_server_id = excluded.last_server_id, last_send_id = excluded.last_send_id, \
-                 last_msg_type = excluded.last_msg_type, \
-                 last_content_type = excluded.last_content_type, \
-                 last_preview = excluded.last_preview, last_time = excluded.last_time \
+                 last_seq = conversations.last_seq + excluded.last_seq \
                  RETURNING conv_id, last_seq",
-                read("read_a"),
-                read("read_b"),
-            ));
+            );
             let tops: HashMap<String, i64> = q
                 .build()
                 .fetch_all(&mut *tx)
@@ -348,29 +323,16 @@ impl PostgresStore {
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect::<Result<_, sqlx::Error>>()?;
-            for r in chunk {
-                let top = tops.get(&r.conv_id).copied().unwrap_or_default();
-                next_conv.insert(r.conv_id.clone(), top - r.entries + 1);
+            for (conv_id, n) in demand {
+                let top = tops.get(conv_id).copied().unwrap_or_default();
+                next_conv.insert(conv_id.clone(), top - n + 1);
             }
         }
         let (numbered, outcomes) = number(batch, &seen, &stored, &mut next, &mut next_conv);
 
         // 3. The rows, and the chat list's.
         Self::insert_messages(&mut tx, &numbered).await?;
-        let mut changed = changes(&numbered);
-        // The one-to-one rows written above are done, unless a read receipt of the batch moves
-        // a position in them too.
-        let receipts: std::collections::HashSet<&str> = numbered
-            .iter()
-            .filter(|m| m.msg_type == msg_type::READ && !natter_protocol::is_group_id(&m.conv_id))
-            .map(|m| m.conv_id.as_str())
-            .collect();
-        for r in &direct {
-            if !receipts.contains(r.conv_id.as_str()) {
-                changed.rows.remove(&r.conv_id);
-            }
-        }
-        ConvSql::<Postgres>::apply(&mut tx, &changed).await?;
+        ConvSql::<Postgres>::apply(&mut tx, &changes(&numbered)).await?;
 
         // Recalls and edits: the entry's row takes the change (a recall erases the content).
         for event in &numbered {
@@ -658,54 +620,4 @@ impl Store for PostgresStore {
 
     /// Nothing of its own beyond the commit metrics every store has.
     fn render_metrics(&self, _out: &mut String) {}
-}
-
-/// What a batch's new entries make of a one-to-one conversation's row, before they are
-/// numbered: how many there are, the last of them, and each user's place among them.
-struct DirectRow {
-    conv_id: String,
-    user_a: String,
-    user_b: String,
-    entries: i64,
-    last: LastEntry,
-    /// The place (1 = the first) of the user's last entry among the batch's; 0: none.
-    read_a: i64,
-    read_b: i64,
-}
-
-/// The one-to-one rows a batch's new entries change, by conversation id (the order every
-/// writer locks them in).
-fn direct_rows(batch: &[Msg], seen: &[Seen]) -> Vec<DirectRow> {
-    let mut rows: std::collections::BTreeMap<String, DirectRow> = Default::default();
-    for (m, _) in batch
-        .iter()
-        .zip(seen)
-        .filter(|(m, s)| s.is_new() && takes_direct_conv_seq(m))
-    {
-        let conv_id = conversation::id_of(m);
-        let row = rows.entry(conv_id.clone()).or_insert_with(|| {
-            let (user_a, user_b) = match conversation::parse(&conv_id) {
-                Some(Conversation::Direct(a, b)) => (a, b),
-                _ => Default::default(),
-            };
-            DirectRow {
-                conv_id,
-                user_a,
-                user_b,
-                entries: 0,
-                last: LastEntry::default(),
-                read_a: 0,
-                read_b: 0,
-            }
-        });
-        row.entries += 1;
-        row.last = LastEntry::of(m);
-        if m.send_id == row.user_a {
-            row.read_a = row.entries;
-        }
-        if m.send_id == row.user_b {
-            row.read_b = row.entries;
-        }
-    }
-    rows.into_values().collect()
 }
