@@ -261,7 +261,12 @@ async fn per_user_connection_limit_refuses_with_429_but_relogin_still_replaces()
     config.limits.max_connections_per_user = 2;
     let server = start(config).await;
     let mut first = server.connect("u", "a").await;
-    let _second = server.connect("u", "b").await;
+    let mut second = server.connect("u", "b").await;
+    // Both registered (each answers a message) before the third comes.
+    for c in [&mut first, &mut second] {
+        c.send_msg("x", "r", "hi").await;
+        c.recv().await;
+    }
     let (status, body) = refused(connect_with(&server.url("u", "c"), &[]).await);
     assert_eq!(status, 429);
     assert!(body.contains("user_connection_limit"));

@@ -186,6 +186,10 @@ async fn provoke_close(code: CloseCode) -> Option<u16> {
         CloseCode::Replaced => {
             let server = start(config).await;
             let mut first = server.connect("a", "p").await;
+            // Registered once it answers (else the second could register first, and be the
+            // one replaced).
+            first.send_msg("b", "1", "hi").await;
+            first.recv().await;
             let _second = server.connect("a", "p").await;
             first.closed().await
         }
