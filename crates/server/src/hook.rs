@@ -58,7 +58,7 @@ async fn before_send(
 ) -> Result<(), Refusal> {
     // The answer counts only if it comes by `deadline` (Unix ms): the backend can tell.
     let deadline = crate::clock::now_millis() + config.timeout.as_millis() as i64;
-    let body = serde_json::json!({ "message": msg, "deadline": deadline }).to_string();
+    let body = format!(r#"{{"message":{},"deadline":{deadline}}}"#, msg.encode());
     let failed = |why: String| match config.on_failure {
         HookFailure::Allow => {
             tracing::warn!(%why, "the before-send hook failed: the message goes on");

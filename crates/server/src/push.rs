@@ -28,7 +28,10 @@ use crate::{
     cluster::Cluster,
     config::PushConfig,
     metrics::Metrics,
-    store::{Store, conv::preview},
+    store::{
+        Store,
+        conv::{PREVIEW_BYTES, prefix},
+    },
     webhook::Webhook,
 };
 
@@ -42,7 +45,9 @@ pub struct Notification {
     pub seq: i64,
     pub conv_seq: i64,
     pub msg_type: i32,
-    /// The content's first `webhooks.push.preview_bytes` (absent when 0).
+    /// The content's first `webhooks.push.preview_bytes`, at most [`PREVIEW_BYTES`] (absent
+    /// when 0). Every field is short (ids of at most 128 bytes): the queue, bounded in
+    /// notifications, is bounded in bytes too (10,000 take about 10 MB at most).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview: Option<String>,
     pub send_time: i64,
@@ -139,6 +144,8 @@ impl Push {
         if msg.seq <= 0 || !wanted(msg) {
             return;
         }
+        // Made once for every receiver, and only if one of them gets a place in the queue.
+        let mut preview = None;
         for receiver in receivers {
             if receiver == msg.send_id {
                 continue;
@@ -148,6 +155,12 @@ impl Push {
                 self.dropped_full();
                 continue;
             }
+            let preview = preview
+                .get_or_insert_with(|| {
+                    (self.preview_bytes > 0)
+                        .then(|| prefix(&msg.content, self.preview_bytes.min(PREVIEW_BYTES)))
+                })
+                .map(str::to_owned);
             let notification = Notification {
                 receiver: receiver.to_owned(),
                 sender: msg.send_id.clone(),
@@ -156,14 +169,7 @@ impl Push {
                 seq: msg.seq,
                 conv_seq: msg.conv_seq,
                 msg_type: msg.msg_type,
-                preview: (self.preview_bytes > 0).then(|| {
-                    let p = preview(&msg.content);
-                    let mut end = p.len().min(self.preview_bytes);
-                    while !p.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    p[..end].to_owned()
-                }),
+                preview,
                 send_time: msg.send_time,
             };
             if self.queue.try_send(notification).is_err() {
@@ -296,7 +302,13 @@ impl Sender {
 
     /// POSTs a batch, retrying with backoff; a batch that keeps failing is dropped (counted).
     async fn send(&self, batch: &[Notification]) {
-        let body = match serde_json::to_string(&serde_json::json!({ "notifications": batch })) {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            notifications: &'a [Notification],
+        }
+        let body = match serde_json::to_string(&Body {
+            notifications: batch,
+        }) {
             Ok(body) => body,
             Err(e) => {
                 tracing::error!(error = %e, "a push batch did not serialise");

@@ -148,7 +148,7 @@ pub struct PushConfig {
     pub url: String,
     /// The HMAC-SHA256 key of the signature (at least 32 bytes when `url` is set).
     pub secret: String,
-    /// Bytes of a message's content in its notification (0: none).
+    /// Bytes of a message's content in its notification (0: none; at most 256).
     pub preview_bytes: usize,
     /// Notifications waiting to be sent; beyond it they are dropped (and counted).
     pub queue: usize,

@@ -59,11 +59,16 @@ impl LastEntry {
 
 /// The first [`PREVIEW_BYTES`] of `content`, cut at a character boundary.
 pub fn preview(content: &str) -> String {
-    let mut end = content.len().min(PREVIEW_BYTES);
+    prefix(content, PREVIEW_BYTES).to_owned()
+}
+
+/// The first `max` bytes of `content`, or fewer: cut at a character boundary.
+pub fn prefix(content: &str, max: usize) -> &str {
+    let mut end = content.len().min(max);
     while !content.is_char_boundary(end) {
         end -= 1;
     }
-    content[..end].to_owned()
+    &content[..end]
 }
 
 /// A conversation's row: what the chat list reads, and what a batch changes (then merged).
