@@ -94,6 +94,21 @@ async fn the_backend_sends_as_a_user_lists_and_disconnects_devices(backend: Back
         );
     }
 
+    // Not JSON at all: a bad request, as on every route.
+    let (status, body) = common::http_request_text(
+        server.addr,
+        "POST",
+        "/api/v1/messages",
+        &key,
+        r#"{"send_id": "alice", "#,
+    )
+    .await;
+    assert_eq!(
+        (status, json_of(&body)["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+
     // Groups (and every user route) on behalf of a user.
     let as_alice = [("X-Api-Key", KEY), ("X-As-User", "alice")];
     let group = json!({"name": "support", "members": ["bob"]});

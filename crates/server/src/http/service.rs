@@ -17,13 +17,12 @@ use tokio::sync::oneshot;
 
 use super::{
     ApiError,
-    body::{ApiBody, Body},
+    body::{ApiBody, Body, MsgText},
     platforms_of, valid_user,
 };
 use crate::{
     auth::Revocation,
     clock::{now_micros, now_secs},
-    config::Config,
     delivery::{Refusal, Reply},
     messaging::Origin,
     state::AppState,
@@ -78,20 +77,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A message to send: the WebSocket's `Msg`, with `send_id` naming the sender.
-impl ApiBody for Value {
-    fn max_bytes(config: &Config) -> usize {
-        config.limits.max_message_size + 4096
-    }
-}
-
 /// `POST /api/v1/messages` with a `Msg` whose `send_id` is the sender: stored and delivered as
 /// if that user had sent it on a WebSocket (its devices get a copy); answers with the ack. A
 /// resend (same `send_id`, `create_time`, `local_id`) gets the original's ack.
 pub(super) async fn send(
     State(state): State<AppState>,
     _: Service,
-    Body(body): Body<Value>,
+    MsgText(text): MsgText,
 ) -> Result<Json<Msg>, ApiError> {
     let refused = |r: Refusal| match r.reason {
         ErrorReason::StoreUnavailable => ApiError::new(HttpError::StoreUnavailable, r.detail),
@@ -100,11 +92,14 @@ pub(super) async fn send(
             format!("{}: {}", reason.as_str(), r.detail),
         ),
     };
-    let msg = decode_client_msg(&body.to_string()).map_err(|e| {
-        ApiError::new(
-            HttpError::MessageRefused,
-            format!("{}: {}", e.reason.as_str(), e.detail),
-        )
+    let msg = decode_client_msg(&text).map_err(|e| {
+        // Not JSON at all is a bad request, as on every route; a JSON that is no message, a
+        // refused one.
+        let error = match e.reason {
+            ErrorReason::InvalidJson => HttpError::InvalidRequest,
+            _ => HttpError::MessageRefused,
+        };
+        ApiError::new(error, format!("{}: {}", e.reason.as_str(), e.detail))
     })?;
     if msg.send_id.is_empty() {
         return Err(ApiError::new(
