@@ -229,9 +229,9 @@ pub fn document() -> Value {
             .collect();
         let security = match r.access {
             Access::Public => json!([]),
-            Access::User | Access::Upgrade => {
-                json!([{"userToken": []}, {"serviceKey": [], "asUser": []}])
-            }
+            Access::User => json!([{"userToken": []}, {"serviceKey": [], "asUser": []}]),
+            // The upgrade takes a user's token only (query, header or subprotocol).
+            Access::Upgrade => json!([{"userToken": []}]),
             Access::Service => json!([{"serviceKey": []}]),
         };
         let operation = json!({
