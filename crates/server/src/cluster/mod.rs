@@ -322,7 +322,6 @@ impl Cluster {
         }
     }
 
-    /// The platforms on which `user` is online anywhere in the cluster.
     /// Which of `users` have a device connected on any node: one round trip for them all.
     pub async fn online_of(&self, users: &[&str]) -> redis::RedisResult<Vec<bool>> {
         if users.is_empty() {
@@ -341,6 +340,7 @@ impl Cluster {
         Ok(counts.into_iter().map(|n| n > 0).collect())
     }
 
+    /// The platforms on which `user` is online anywhere in the cluster.
     pub async fn online(&self, user: &str) -> redis::RedisResult<Vec<String>> {
         let mut conn = self.conn.clone();
         let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
