@@ -156,11 +156,11 @@ impl Server {
         let Server { listener, state } = self;
         let app = Router::new()
             .route("/ws/{user_id}/conn/{platform_id}", get(gateway::upgrade))
-            .merge(http::routes())
-            .layer(axum::middleware::from_fn_with_state(
+            // CORS is the HTTP routes' (the upgrade checks its Origin itself).
+            .merge(http::routes().layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 http::cors::cors,
-            ))
+            )))
             .with_state(state.clone());
 
         let retention = state.store.clone().and_then(|store| {
