@@ -5,7 +5,7 @@
 //! now and then in a cluster (a node that missed a message catches up).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, hash_map::Entry},
     sync::{PoisonError, RwLock},
 };
 
@@ -59,13 +59,17 @@ impl Revoked {
                 *old = (*old).max(*before);
                 newer
             }
-            Revocation::Token { jti, expires_at } => {
-                let old = lists.tokens.insert(jti.clone(), *expires_at);
-                if let Some(old) = old.filter(|old| old > expires_at) {
-                    lists.tokens.insert(jti.clone(), old);
+            Revocation::Token { jti, expires_at } => match lists.tokens.entry(jti.clone()) {
+                Entry::Occupied(mut kept) => {
+                    let at = kept.get_mut();
+                    *at = (*at).max(*expires_at);
+                    false
                 }
-                old.is_none()
-            }
+                Entry::Vacant(new) => {
+                    new.insert(*expires_at);
+                    true
+                }
+            },
         }
     }
 
